@@ -1,0 +1,25 @@
+"""Ember: define, train, evaluate, compress, explain, export, serve and scale out networks.
+
+    >>> import ember
+    >>> run = ember.train("digits-cnn", ["train.epochs=1"], quiet=True)
+    >>> ember.evaluate(run.path)["accuracy"] > 0.5
+    True
+"""
+
+from ember.api import evaluate, load_config, load_run, open_run, predict, train
+from ember.errors import CheckpointError, ConfigError, DataError, EmberError, RunError
+
+__all__ = [
+    "load_config",
+    "train",
+    "evaluate",
+    "predict",
+    "open_run",
+    "load_run",
+    "EmberError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "RunError",
+]
+__version__ = "0.1.0"

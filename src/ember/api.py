@@ -1,0 +1,188 @@
+"""The Python API, mirroring the CLI: load_config, train, evaluate, predict, open_run."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from ember import data as data_mod
+from ember import models
+from ember.config import ExperimentConfig, from_dict, load, to_yaml
+from ember.data.bundle import DataBundle, DataInfo
+from ember.errors import CheckpointError, ConfigError, DataError, RunError
+from ember.runs import Run, atomic_write_text, new_run_dir, open_run
+from ember.tasks import Task, for_info
+from ember.training.device import check_precision, resolve_device
+from ember.training.evaluation import evaluate_split, predict_outputs
+from ember.training.loop import LoopState, fit
+from ember.training.progress import Reporter
+from ember.weights import load_weights, save_weights, sha256_file
+
+__all__ = ["load_config", "train", "evaluate", "predict", "open_run", "load_run", "LoadedRun"]
+
+load_config = load
+
+
+@dataclass
+class LoadedRun:
+    """A finished run rebuilt from its files: config, data description, task and model."""
+
+    run: Run
+    config: ExperimentConfig
+    info: DataInfo
+    task: Task
+    model: nn.Module
+
+
+def read_config(run: Run) -> ExperimentConfig:
+    try:
+        raw = yaml.safe_load(run.config.read_text())
+    except yaml.YAMLError as exc:
+        raise RunError(f"'{run.config}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_dict(raw)
+
+
+def load_run(path: str | Path, weights: Path | None = None) -> LoadedRun:
+    """Rebuild a run's model from `config.yaml`, `data_info.json` and its safetensors weights."""
+    run = open_run(path)
+    cfg = read_config(run)
+    if not run.data_info.is_file():
+        raise RunError(f"'{run.path}' has no data_info.json; was training interrupted before it began?")
+    info = DataInfo.from_dict(json.loads(run.data_info.read_text()))
+    model = models.build(cfg.model, info)
+    weights_path = weights or run.weights
+    if not weights_path.is_file():
+        raise RunError(f"'{run.path}' has no {weights_path.name}; resume it with: ember train --resume {run.path}")
+    expected = run.read_summary().get("weights_sha256")
+    if weights is None and expected and sha256_file(weights_path) != expected:
+        raise CheckpointError(f"'{weights_path}' fails its sha256 check against summary.json (corrupt or tampered)")
+    load_weights(model, weights_path)
+    model.eval()
+    return LoadedRun(run, cfg, info, for_info(info), model)
+
+
+def _prepare(cfg: ExperimentConfig) -> tuple[torch.device, DataBundle]:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    check_precision(cfg.train.precision, device)
+    bundle = data_mod.build(cfg.data, cfg.train.seed)
+    return device, bundle
+
+
+def train(
+    recipe: str | ExperimentConfig = "digits-cnn",
+    overrides: list[str] | None = None,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+    verbose: bool = True,
+) -> Run:
+    """Train a recipe (name, YAML path or config) into a new run directory, or resume one.
+
+    Returns the `Run`; its `summary.json` holds per-split metrics, timing and size.
+
+    Example:
+        >>> run = train("xor-mlp", ["train.epochs=2000"], quiet=True)
+        >>> json.loads(run.summary.read_text())["test"]["rmse"] < 0.1
+        True
+    """
+    t0 = time.perf_counter()
+    if resume is not None:
+        if overrides:
+            raise ConfigError("--resume continues a run with its saved config; drop the key=value overrides")
+        run = open_run(resume)
+        cfg = read_config(run)
+    else:
+        cfg = recipe if isinstance(recipe, ExperimentConfig) else load(recipe, overrides)
+        run = new_run_dir(cfg.log.runs_dir, cfg.recipe, Path(run_dir) if run_dir else None)
+        atomic_write_text(run.config, to_yaml(cfg))
+    device, bundle = _prepare(cfg)
+    atomic_write_text(run.data_info, bundle.info.to_json())
+    torch.manual_seed(cfg.train.seed)
+    model = models.build(cfg.model, bundle.info).to(device)
+    task = for_info(bundle.info)
+    reporter = Reporter(quiet=quiet, enabled=verbose)
+    reporter.message(
+        f"{cfg.recipe}: {models.count_parameters(model):,} parameters, data {bundle.sizes()}, "
+        f"device {device.type}, run {run.path}"
+    )
+    state = fit(model, bundle, task, cfg, run, device, resume=resume is not None, reporter=reporter)
+    save_weights(model, run.weights)
+    summary = _summarize(cfg, run, model, bundle, task, device, state, time.perf_counter() - t0,
+                         resumed=resume is not None)
+    if cfg.log.report:
+        from ember.report.build import build_report
+
+        build_report(run, model, bundle, task, device, limit=cfg.log.image_grid)
+    if verbose:
+        from ember.cli_tables import print_summary
+
+        print_summary(summary, run)
+    return run
+
+
+def _summarize(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: DataBundle, task: Task,
+               device: torch.device, state: LoopState, wall: float, resumed: bool) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "recipe": cfg.recipe,
+        "task": task.name,
+        "params": models.count_parameters(model),
+        "wall_time_s": round(wall, 3),  # this invocation; a resumed run counts from its resume
+        "resumed": resumed,
+        "train_time_s": round(state.train_time_s, 3),
+        "samples_per_s": round(state.samples / max(state.train_time_s, 1e-9), 1),
+        "steps": state.step,
+        "epochs": state.epoch,
+        "stopped_early": state.stopped_early,
+        "skipped_steps": state.skipped_steps,
+        "best": {"metric": (cfg.train.early_stopping.metric if cfg.train.early_stopping else task.primary_metric),
+                 "value": state.best, "step": state.best_step},
+        "device": device.type,
+        "world_size": 1,
+        "strategy": "single",
+        "class_names": list(bundle.info.class_names),
+        "weights_sha256": sha256_file(run.weights),
+    }
+    for split in ("train", "val", "test"):
+        metrics = evaluate_split(model, bundle.split(split), task, device, cfg.data.eval_batch_size, cfg.train.precision)
+        if metrics:
+            summary[split] = metrics
+    atomic_write_text(run.summary, json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """Metrics of a finished run's model on `split`, with the data rebuilt from its config."""
+    loaded = load_run(run_dir)
+    if split not in ("train", "val", "test"):
+        raise DataError(f"--split: got '{split}'; valid: train, val, test")
+    device = resolve_device(loaded.config.train.device)
+    bundle = data_mod.build(loaded.config.data, loaded.config.train.seed)
+    return evaluate_split(loaded.model.to(device), bundle.split(split), loaded.task, device,
+                          loaded.config.data.eval_batch_size)
+
+
+def predict(run_dir: str | Path, inputs: list[str | Path]) -> list[dict[str, Any]]:
+    """Predictions for image files or CSV files (one prediction per row)."""
+    from ember.inputs import read_inputs
+
+    loaded = load_run(run_dir)
+    rows = read_inputs([Path(p) for p in inputs], loaded.info)
+    out: list[dict[str, Any]] = []
+    for source, x in rows:
+        with torch.no_grad():
+            y = loaded.model(x)
+        for i, pred in enumerate(loaded.task.predict(y)):
+            out.append({"input": source if len(x) == 1 else f"{source}#{i + 1}", **pred})
+    return out
+
+
+__all__ += ["predict_outputs"]

@@ -1,0 +1,123 @@
+"""`ember` command line: one subcommand, one library call. User mistakes exit 2 in one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from ember.errors import EmberError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (exit 2), without the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ember", description="Define, train, evaluate and report neural networks.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a recipe or config file (default: digits-cnn)")
+    t.add_argument("recipe", nargs="?", default="digits-cnn", help="recipe name or CONFIG.yaml")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5")
+    t.add_argument("--run-dir", type=Path, help="write the run here instead of runs/<recipe>-<time>")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    t.add_argument("--quiet", action="store_true", help="plain log lines instead of a live bar")
+
+    e = sub.add_parser("evaluate", help="metrics of a finished run on a split")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--split", default="test", help="train, val or test")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    pr = sub.add_parser("predict", help="predict image files or CSV rows with a finished run")
+    pr.add_argument("run_dir", type=Path)
+    pr.add_argument("files", nargs="+", type=Path)
+    pr.add_argument("--json", action="store_true", help="print JSON")
+
+    pl = sub.add_parser("plan", help="dry run: parameters, FLOPs, memory, batches, no training")
+    pl.add_argument("recipe", nargs="?", default="digits-cnn")
+    pl.add_argument("overrides", nargs="*")
+    pl.add_argument("--json", action="store_true", help="print JSON")
+
+    r = sub.add_parser("runs", help="list runs with their key figures")
+    r.add_argument("dir", nargs="?", default="runs", type=Path)
+
+    sub.add_parser("recipes", help="list the built-in recipes")
+    return p
+
+
+def _split_recipe(recipe: str, overrides: list[str]) -> tuple[str, list[str]]:
+    """`ember train key=value` means the default recipe with that override."""
+    if "=" in recipe and not Path(recipe).exists():
+        return "digits-cnn", [recipe, *overrides]
+    return recipe, overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ember import api
+
+    if args.command == "train":
+        recipe, overrides = _split_recipe(args.recipe, list(args.overrides))
+        api.train(recipe, overrides, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
+    elif args.command == "evaluate":
+        metrics = api.evaluate(args.run_dir, args.split)
+        if args.json:
+            print(json.dumps(metrics, indent=2))
+        else:
+            from ember.cli_tables import print_metrics
+
+            print_metrics(metrics, f"{args.run_dir} [{args.split}]")
+    elif args.command == "predict":
+        preds = api.predict(args.run_dir, args.files)
+        if args.json:
+            print(json.dumps(preds, indent=2))
+        else:
+            for p in preds:
+                if "label" in p:
+                    print(f"{p['input']}: {p['label']} ({p['probabilities'][p['label']]:.3f})")
+                else:
+                    print(f"{p['input']}: {p['prediction']}")
+    elif args.command == "plan":
+        from ember.plan import plan, print_plan
+
+        result = plan(*_split_recipe(args.recipe, list(args.overrides)))
+        print(json.dumps(result, indent=2)) if args.json else print_plan(result)
+    elif args.command == "runs":
+        from ember.cli_tables import print_runs
+        from ember.runs import list_runs
+
+        runs = list_runs(args.dir)
+        if not runs:
+            print(f"no runs under '{args.dir}'")
+        else:
+            print_runs(runs)
+    elif args.command == "recipes":
+        from ember.config import list_recipes, load
+
+        for name in list_recipes():
+            print(f"{name:28s} {load(name).description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except EmberError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with: ember train --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

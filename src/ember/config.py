@@ -1,0 +1,228 @@
+"""The experiment config: typed sections composed from the components, loaded from YAML.
+
+`load("digits-cnn", ["train.epochs=5"])` reads a shipped recipe (or a YAML file), applies
+dotted overrides and validates everything. Any mistake raises `ConfigError` with one line
+naming the field path, the value received and what would be valid.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from ember.data import SOURCES, DataConfig
+from ember.errors import ConfigError, did_you_mean
+from ember.models import MODELS, ModelConfig
+from ember.section import Section
+from ember.training.config import OptimConfig, ScheduleConfig, TrainConfig
+
+__all__ = ["ExperimentConfig", "LogConfig", "load", "list_recipes", "to_yaml", "from_dict"]
+
+
+class LogConfig(Section):
+    """Where runs go and what they write besides weights."""
+
+    runs_dir: Path = Path("runs")
+    report: bool = True
+    image_grid: int = Field(32, ge=0, le=256, description="test images shown in the report")
+
+
+class ExperimentConfig(Section):
+    """Everything a run needs. Written, fully resolved, into each run as `config.yaml`."""
+
+    recipe: str = "custom"
+    description: str = ""
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+
+
+# Sections whose `name` selects a config class; the registries give the valid names.
+_TAGGED = {"data": SOURCES, "model": MODELS}
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with Ember."""
+    folder = resources.files("ember") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)  # safe loader: !!python/... tags are errors, never code
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({first})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _recipe_source(recipe: str) -> tuple[str, str, str]:
+    """Return (recipe name, YAML text, where) for a recipe name or a path to a YAML file."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file '{recipe}' does not exist")
+        return path.stem, path.read_text(), str(path)
+    names = list_recipes()
+    if recipe not in names:
+        raise ConfigError(f"unknown recipe '{recipe}'; {did_you_mean(recipe, names)}")
+    text = (resources.files("ember") / "recipes" / f"{recipe}.yaml").read_text()
+    return recipe, text, f"recipe '{recipe}'"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected key=value, e.g. train.epochs=5")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override '{item}': empty key part in '{key}'")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # an unparsable value is a string; validation decides
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted `key=value` pairs (values parsed as YAML) in a nested dict, returning a copy.
+
+    Changing a section's `name` (e.g. `model.name=mlp`) drops that section's other recipe
+    keys, since they belong to the old choice.
+    """
+    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    switched: dict[str, set[str]] = {}  # section -> keys the user set explicitly
+    for item in overrides:
+        parts, value = _parse_override(item)
+        if len(parts) == 2 and parts[1] == "name" and parts[0] in _TAGGED:
+            section = out.get(parts[0])
+            if isinstance(section, dict) and section.get("name") != value:
+                switched.setdefault(parts[0], set())
+        if parts[0] in switched and len(parts) > 1:
+            switched[parts[0]].add(parts[1])
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    for section, explicit in switched.items():
+        # Keep the recipe's keys the new choice also has (batch_size, ...); drop the rest.
+        member = _member_for(section, out[section].get("name"))
+        fields = set(member.model_fields) if member else set()
+        out[section] = {k: v for k, v in out[section].items() if k in fields or k in explicit}
+    return out
+
+
+def _section_class(raw: dict[str, Any], loc: tuple[Any, ...]) -> tuple[type[Section] | None, list[str]]:
+    """Walk the config classes along `loc`, returning the class at its parent and the path."""
+    cls: Any = ExperimentConfig
+    path: list[str] = []
+    node: Any = raw
+    for i, part in enumerate(loc[:-1]):
+        if isinstance(part, int):
+            return None, path
+        path.append(str(part))
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        field = cls.model_fields.get(part) if cls else None
+        if field is None:
+            return None, path
+        if part in _TAGGED and i == 0:
+            # Skip the tag pydantic puts into the location of a discriminated union.
+            cls = _member_for(part, node.get("name") if isinstance(node, dict) else None)
+            continue
+        ann = field.annotation
+        cls = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, Section)), None)
+    return cls, path
+
+
+def _member_for(section: str, name: Any) -> type[Section] | None:
+    union = ExperimentConfig.model_fields[section].annotation
+    for member in getattr(union, "__args__", ()):
+        tag = member.model_fields["name"].annotation
+        if name in getattr(tag, "__args__", ()):
+            return member
+    return None
+
+
+def _clean_loc(raw: dict[str, Any], loc: tuple[Any, ...]) -> list[Any]:
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] in _TAGGED:
+        section = raw.get(parts[0], {})
+        if isinstance(section, dict) and parts[1] == section.get("name"):
+            del parts[1]
+    return parts
+
+
+def _format_error(raw: dict[str, Any], err: dict[str, Any]) -> str:
+    loc = _clean_loc(raw, err["loc"])
+    dotted = ".".join(str(p) for p in loc) or "config"
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        cls, _ = _section_class(raw, tuple(loc))
+        valid = sorted(cls.model_fields) if cls else []
+        hint = f"; {did_you_mean(str(loc[-1]), valid)}" if valid else ""
+        return f"{dotted}: unknown key{hint}"
+    if kind == "missing":
+        return f"{dotted}: required but missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+        return f"{dotted}: got {value!r}; {did_you_mean(str(value), expected)}"
+    return f"{dotted}: got {value!r}; {msg[0].lower() + msg[1:]}"
+
+
+def _check_tags(raw: dict[str, Any]) -> None:
+    for section, registry in _TAGGED.items():
+        node = raw.get(section)
+        if node is None:
+            raise ConfigError(f"{section}: required section missing; it needs at least 'name'")
+        if not isinstance(node, dict):
+            raise ConfigError(f"{section}: expected a mapping, got {node!r}")
+        name = node.get("name")
+        if name not in registry:
+            what = "dataset" if section == "data" else "model"
+            raise ConfigError(f"{section}.name: unknown {what} {name!r}; {did_you_mean(str(name), registry)}")
+
+
+def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a plain dict (as read from YAML) into an `ExperimentConfig`."""
+    _check_tags(raw)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(raw, exc.errors()[0])) from None
+
+
+def load(recipe: str = "digits-cnn", overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a shipped recipe or a YAML file, apply `key=value` overrides, validate.
+
+    Example:
+        >>> cfg = load("digits-cnn", ["train.epochs=2", "model.channels=[8,16]"])
+        >>> cfg.train.epochs
+        2
+    """
+    name, text, where = _recipe_source(recipe)
+    raw = _read_yaml(text, where)
+    raw.setdefault("recipe", name)
+    return from_dict(apply_overrides(raw, list(overrides or [])))
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The fully resolved config as YAML (what `config.yaml` in a run holds)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,85 @@
+"""Image helpers shared by the image sources: normalisation, augmentation, file reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ember.data.bundle import Augment, DataInfo
+from ember.data.config import AugmentConfig
+from ember.data.randomness import uniform
+from ember.errors import DataError
+
+__all__ = ["channel_stats", "normalize", "make_augment", "read_image", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of a (N, C, H, W) tensor."""
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def make_augment(cfg: AugmentConfig, seed: int) -> Augment | None:
+    """Random translation (edge pixels repeated) and horizontal flip, per sample."""
+    if cfg.shift == 0 and not cfg.hflip:
+        return None
+    s = cfg.shift
+
+    def augment(x: Tensor, indices: Tensor, epoch: int) -> Tensor:  # x: (B, C, H, W)
+        b, _, h, w = x.shape
+        if s > 0:
+            dy = (uniform(seed, epoch, indices, 1) * (2 * s + 1)).long()  # (B,) in [0, 2s]
+            dx = (uniform(seed, epoch, indices, 2) * (2 * s + 1)).long()
+            padded = F.pad(x, (s, s, s, s), mode="replicate")  # (B, C, H+2s, W+2s)
+            rows = dy[:, None] + torch.arange(h)[None, :]  # (B, H)
+            cols = dx[:, None] + torch.arange(w)[None, :]  # (B, W)
+            batch = torch.arange(b)[:, None, None]
+            x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B,H,W,C)
+            x = x.permute(0, 3, 1, 2).contiguous()
+        if cfg.hflip:
+            flip = uniform(seed, epoch, indices, 3) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    return augment
+
+
+def read_image(path: Path, info: DataInfo) -> Tensor:
+    """Read a PNG/JPEG into the model's input format: (C, H, W), scaled and normalised.
+
+    Digit-style data (one channel) expects bright ink on a dark background; a picture whose
+    border is brighter than its centre (dark ink on paper) is inverted first.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = info.input_shape
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image '{path}': {exc}; expected PNG or JPEG") from None
+    if arr.ndim == 2:
+        arr = arr[None]  # (1, H, W)
+    else:
+        arr = arr.transpose(2, 0, 1)  # (C, H, W)
+    if channels == 1 and info.extra.get("ink_on_dark", False):
+        border = np.concatenate([arr[0, 0], arr[0, -1], arr[0, :, 0], arr[0, :, -1]]).mean()
+        if border > arr.mean():
+            arr = 1.0 - arr
+    x = torch.from_numpy(arr)  # every image source stores pixels in [0, 1] before normalising
+    return normalize(x[None], info.mean, info.std)[0]

@@ -1,0 +1,42 @@
+"""Deterministic train/val/test splits from the seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ember.data.config import BaseDataConfig
+
+__all__ = ["split_indices", "limit"]
+
+
+def split_indices(
+    n: int, cfg: BaseDataConfig, seed: int, labels: np.ndarray | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Split range(n) into train/val/test indices, stratified by `labels` when given."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    held = cfg.val_fraction + cfg.test_fraction
+    if held == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return torch.from_numpy(idx), empty, empty
+    train, rest = train_test_split(
+        idx, test_size=held, random_state=seed, stratify=labels
+    )
+    if cfg.test_fraction == 0 or cfg.val_fraction == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        val, test = (rest, empty) if cfg.test_fraction == 0 else (empty, rest)
+    else:
+        val, test = train_test_split(
+            rest,
+            test_size=cfg.test_fraction / held,
+            random_state=seed + 1,
+            stratify=None if labels is None else labels[rest],
+        )
+    return tuple(torch.from_numpy(np.sort(a)).long() for a in (train, val, test))  # type: ignore[return-value]
+
+
+def limit(indices: Tensor, cfg: BaseDataConfig) -> Tensor:
+    return indices if cfg.limit is None else indices[: cfg.limit]

@@ -1,0 +1,124 @@
+"""What is being learned: loss, metrics and prediction for each kind of target.
+
+The loop stays generic by asking the task for a *summed* loss and the number of items it
+sums over; dividing by the count of the whole optimizer step (all accumulated
+micro-batches) is what makes k accumulated batches equal one k-times larger batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor
+
+from ember.data.bundle import DataInfo
+
+__all__ = ["Task", "Classification", "Regression", "for_info"]
+
+
+class Task:
+    """Base: subclasses define the loss, metrics and how outputs become predictions."""
+
+    name = "task"
+    primary_metric = "loss"
+    primary_mode = "min"
+
+    def __init__(self, info: DataInfo) -> None:
+        self.info = info
+
+    def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def count(self, target: Tensor) -> int:
+        """Number of items `loss_sum` adds up (samples here; tokens for language models)."""
+        return int(target.shape[0])
+
+    def metrics(self) -> torchmetrics.MetricCollection:
+        raise NotImplementedError
+
+    def predict(self, output: Tensor) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class Classification(Task):
+    """Cross-entropy; accuracy, macro precision/recall/F1 and the confusion matrix."""
+
+    name = "classification"
+    primary_metric = "accuracy"
+    primary_mode = "max"
+
+    def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output.float(), target, reduction="sum")
+
+    def metrics(self) -> torchmetrics.MetricCollection:
+        k = self.info.num_outputs
+        mc = torchmetrics.classification
+        return torchmetrics.MetricCollection(
+            {
+                "accuracy": mc.MulticlassAccuracy(k, average="micro"),
+                "precision": mc.MulticlassPrecision(k, average="macro"),
+                "recall": mc.MulticlassRecall(k, average="macro"),
+                "f1": mc.MulticlassF1Score(k, average="macro"),
+                "confusion_matrix": mc.MulticlassConfusionMatrix(k),
+            }
+        )
+
+    def predict(self, output: Tensor) -> list[dict[str, Any]]:
+        probs = torch.softmax(output.float(), dim=-1)
+        names = self.info.class_names or tuple(str(i) for i in range(probs.shape[-1]))
+        out = []
+        for row in probs:
+            idx = int(row.argmax())
+            out.append(
+                {
+                    "label": names[idx],
+                    "index": idx,
+                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, row)},
+                }
+            )
+        return out
+
+
+class Regression(Task):
+    """Mean squared error; MAE, RMSE and R2."""
+
+    name = "regression"
+    primary_metric = "rmse"
+    primary_mode = "min"
+
+    def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
+        # Summed over samples, averaged over target columns, so the count is samples.
+        return F.mse_loss(output.float(), target.float(), reduction="none").mean(-1).sum()
+
+    def metrics(self) -> torchmetrics.MetricCollection:
+        rg = torchmetrics.regression
+        return _FlatRegression(
+            {
+                "mse": rg.MeanSquaredError(),
+                "mae": rg.MeanAbsoluteError(),
+                "rmse": rg.MeanSquaredError(squared=False),
+                "r2": rg.R2Score(),
+            }
+        )
+
+    def predict(self, output: Tensor) -> list[dict[str, Any]]:
+        names = self.info.extra.get("targets") or [f"y{i}" for i in range(output.shape[-1])]
+        return [
+            {"prediction": {n: float(v) for n, v in zip(names, row)}} for row in output.float()
+        ]
+
+
+class _FlatRegression(torchmetrics.MetricCollection):
+    """Regression metrics over all target columns at once (flattened)."""
+
+    def update(self, preds: Tensor, target: Tensor) -> None:  # type: ignore[override]
+        super().update(preds.float().reshape(-1), target.float().reshape(-1))
+
+
+def for_info(info: DataInfo) -> Task:
+    """The task matching `info.task`."""
+    tasks: dict[str, type[Task]] = {"classification": Classification, "regression": Regression}
+    return tasks[info.task](info)

@@ -1,0 +1,45 @@
+"""Device and precision choices."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from ember.errors import ConfigError
+
+__all__ = ["resolve_device", "autocast", "check_precision"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device must be present."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: got 'cuda' but no CUDA GPU is visible; valid here: auto, cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device: got 'mps' but MPS is not available; valid here: auto, cpu")
+    return torch.device(name)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.precision: got 'fp16' on {device.type}; fp16 needs CUDA, use bf16 or fp32"
+        )
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: torch.device) -> Iterator[None]:
+    """Mixed precision for the forward pass: bf16 on CPU/CUDA, fp16 on CUDA."""
+    if precision == "fp32":
+        yield
+        return
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
