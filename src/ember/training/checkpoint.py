@@ -30,7 +30,7 @@ from ember.errors import CheckpointError
 from ember.runs import atomic_write_text, fsync_dir
 from ember.weights import load_tensors, save_tensors, save_weights, sha256_file
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["Checkpoint", "has_checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 _FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
 
@@ -104,13 +104,17 @@ def save_checkpoint(
     tmp = folder / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_weights(model, tmp / "model.safetensors")  # refuses non-finite weights
-    opt_tensors, opt_rest = _split_optimizer(optimizer.state_dict())
-    save_tensors(opt_tensors, tmp / "optimizer.safetensors")
-    payload = {**state, "step": step, "optimizer": opt_rest, "rng": rng_state()}
-    atomic_write_text(tmp / "state.json", json.dumps(payload, sort_keys=True))
-    manifest = {"step": step, "files": {f: sha256_file(tmp / f) for f in _FILES}}
-    atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    try:
+        save_weights(model, tmp / "model.safetensors")  # refuses non-finite weights
+        opt_tensors, opt_rest = _split_optimizer(optimizer.state_dict())
+        save_tensors(opt_tensors, tmp / "optimizer.safetensors")
+        payload = {**state, "step": step, "optimizer": opt_rest, "rng": rng_state()}
+        atomic_write_text(tmp / "state.json", json.dumps(payload, sort_keys=True))
+        manifest = {"step": step, "files": {f: sha256_file(tmp / f) for f in _FILES}}
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # left by an earlier attempt at this step before a crash
         old = folder / f".old-{name}-{os.getpid()}"
         os.replace(final, old)
@@ -124,6 +128,11 @@ def save_checkpoint(
     for stale in folder.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether any checkpoint folder (good or damaged) exists under `folder`."""
+    return folder.is_dir() and bool(_step_dirs(folder))
 
 
 def _verify(path: Path) -> str | None:

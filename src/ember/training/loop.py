@@ -22,7 +22,7 @@ from ember.errors import ConfigError, NonFiniteLossError
 from ember.runs import Run
 from ember.tasks import Task
 from ember.training.batches import BatchPlan
-from ember.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from ember.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from ember.training.device import autocast
 from ember.training.evaluation import evaluate_split
 from ember.training.optim import build_optimizer
@@ -78,7 +78,7 @@ def fit(
     total_steps = tc.epochs * steps_per_epoch
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
-    metric_names = {"loss", *task.metrics().keys()}
+    metric_names = {"loss", *(k for k in task.metrics().keys() if k != "confusion_matrix")}
     es = tc.early_stopping
     if es is not None and es.metric not in metric_names:
         raise ConfigError(f"train.early_stopping.metric: got '{es.metric}'; valid: {', '.join(sorted(metric_names))}")
@@ -89,7 +89,11 @@ def fit(
     state = LoopState()
     best_path = run.checkpoints / "best.safetensors"
 
-    if resume:
+    if resume and not has_checkpoint(run.checkpoints):
+        # Killed before its first checkpoint completed: start over; the result is the same.
+        run.truncate_metrics(0)
+        reporter.message("no complete checkpoint yet; restarting this run from step 0")
+    elif resume:
         ckpt = load_checkpoint(run.checkpoints)
         model.load_state_dict(ckpt.model, strict=False)
         optimizer.load_state_dict(ckpt.optimizer)

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny configs so every test trains in a second or two on a CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Small, fast CNN on a subset of digits; single-threaded so results are bit-reproducible.
+TINY_DIGITS = [
+    "train.epochs=2",
+    "model.channels=[8,16]",
+    "model.hidden=[32]",
+    "data.limit=320",
+    "train.threads=1",
+    "log.report=false",
+]
+
+
+@pytest.fixture
+def tiny_digits() -> list[str]:
+    return list(TINY_DIGITS)
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, check: bool = False,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `python -m ember ARGS` in a fresh process, capturing output."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ember", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ember {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli
