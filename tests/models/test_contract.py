@@ -1,0 +1,67 @@
+"""One contract for every model family: shape, parameter count, save/load, train/eval mode."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ember.data.bundle import DataInfo
+from ember.models import build, count_parameters
+from ember.models.cnn import CNNConfig
+from ember.models.mlp import MLPConfig
+from ember.weights import load_weights, save_weights
+
+IMAGE = DataInfo("classification", "image", (1, 8, 8), 10)
+TABLE = DataInfo("classification", "tabular", (4,), 3)
+
+CASES = [
+    ("mlp", MLPConfig(hidden=[16, 8], dropout=0.5, batch_norm=True), TABLE),
+    ("mlp-on-images", MLPConfig(hidden=[16], dropout=0.5), IMAGE),
+    ("cnn", CNNConfig(channels=[4, 8], hidden=[16], dropout=0.5), IMAGE),
+    ("cnn-deep-small-input", CNNConfig(channels=[4, 4, 4, 4], hidden=[], global_pool=True), IMAGE),
+]
+
+
+@pytest.mark.parametrize(("label", "cfg", "info"), CASES, ids=[c[0] for c in CASES])
+def test_model_contract(label: str, cfg, info: DataInfo, tmp_path: Path) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = build(cfg, info)
+    x = torch.randn(5, *info.input_shape)
+    out = model(x)
+    assert out.shape == (5, info.num_outputs)
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters()) > 0
+    # save/load round trip gives identical outputs in eval mode
+    model.eval()
+    expected = model(x)
+    save_weights(model, tmp_path / "m.safetensors")
+    torch.manual_seed(1)
+    again = build(cfg, info).eval()
+    load_weights(again, tmp_path / "m.safetensors")
+    torch.testing.assert_close(again(x), expected, rtol=0, atol=0)
+    # dropout makes train mode stochastic; eval mode is deterministic
+    if getattr(cfg, "dropout", 0) > 0:
+        model.train()
+        assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_mlp_parameter_count_matches_formula() -> None:
+    model = build(MLPConfig(hidden=[4], activation="tanh"), DataInfo("regression", "tabular", (2,), 1))
+    assert count_parameters(model) == (2 * 4 + 4) + (4 * 1 + 1) == 17
+
+
+def test_cnn_needs_images() -> None:
+    from ember.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs image inputs"):
+        build(CNNConfig(), TABLE)
+
+
+def test_cnn_flattened_size() -> None:
+    model = build(CNNConfig(channels=[4, 8], hidden=[]), DataInfo("classification", "image", (3, 32, 32), 10))
+    assert model.head[-1].in_features == 8 * 8 * 8
+    assert math.prod(model.features(torch.zeros(1, 3, 32, 32)).shape) == 512
