@@ -106,6 +106,8 @@ def train(
         atomic_write_text(run.config, to_yaml(cfg))
     device, bundle = _prepare(cfg)
     atomic_write_text(run.data_info, bundle.info.to_json())
+    if bundle.tokenizer is not None:
+        atomic_write_text(run.path / "tokenizer.json", bundle.tokenizer.to_json())
     torch.manual_seed(cfg.train.seed)
     model = models.build(cfg.model, bundle.info).to(device)
     task = for_info(bundle.info)
@@ -114,7 +116,9 @@ def train(
         f"{cfg.recipe}: {models.count_parameters(model):,} parameters, data {bundle.sizes()}, "
         f"device {device.type}, run {run.path}"
     )
-    state = fit(model, bundle, task, cfg, run, device, resume=resume is not None, reporter=reporter)
+    sampler = _lm_sampler(bundle, cfg.train.seed, device) if task.name == "lm" and bundle.tokenizer else None
+    state = fit(model, bundle, task, cfg, run, device, resume=resume is not None, reporter=reporter,
+                on_validate=sampler)
     save_weights(model, run.weights)
     summary = _summarize(cfg, run, model, bundle, task, device, state, time.perf_counter() - t0,
                          resumed=resume is not None)
@@ -127,6 +131,26 @@ def train(
 
         print_summary(summary, run)
     return run
+
+
+def _lm_sampler(bundle: DataBundle, seed: int, device: torch.device, prompt_tokens: int = 24,
+                new_tokens: int = 160) -> Any:
+    """A callback that writes a text sample at each validation, from a fixed val prompt."""
+    from ember.generation import generate_ids
+
+    source = bundle.val if len(bundle.val) else bundle.train
+    prompt = source.x[:1, :prompt_tokens]
+    vocab = int(bundle.info.extra.get("vocab_size", bundle.info.num_outputs))
+    block = int(bundle.info.input_shape[0])
+
+    def sample(model: nn.Module, state: LoopState) -> dict[str, Any]:
+        # Its own generator, seeded by the step: the global RNG (and so resume) is untouched.
+        gen = torch.Generator(device=device.type).manual_seed(seed * 1_000_003 + state.step)
+        ids = list(generate_ids(model, prompt.to(device), new_tokens, block, vocab, 0.8, None, 0.95, gen))
+        return {"split": "sample", "prompt": bundle.tokenizer.decode(prompt[0].tolist()),
+                "text": bundle.tokenizer.decode(ids)}
+
+    return sample
 
 
 def _summarize(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: DataBundle, task: Task,

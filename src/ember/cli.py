@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ember.errors import EmberError
+from ember.errors import ConfigError, EmberError
 
 __all__ = ["main"]
 
@@ -46,6 +46,16 @@ def _build_parser() -> argparse.ArgumentParser:
     pl.add_argument("recipe", nargs="?", default="digits-cnn")
     pl.add_argument("overrides", nargs="*")
     pl.add_argument("--json", action="store_true", help="print JSON")
+
+    g = sub.add_parser("generate", help="stream text from a language-model run")
+    g.add_argument("run_dir", type=Path)
+    g.add_argument("--prompt", default="", help="text to continue")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
     r = sub.add_parser("runs", help="list runs with their key figures")
     r.add_argument("dir", nargs="?", default="runs", type=Path)
@@ -90,6 +100,17 @@ def _run(args: argparse.Namespace) -> int:
 
         result = plan(*_split_recipe(args.recipe, list(args.overrides)))
         print(json.dumps(result, indent=2)) if args.json else print_plan(result)
+    elif args.command == "generate":
+        from ember.generation import generate
+
+        if args.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens: got {args.max_new_tokens}; must be >= 1")
+        sys.stdout.write(args.prompt)
+        for piece in generate(args.run_dir, args.prompt, args.max_new_tokens, args.temperature,
+                              args.top_k, args.top_p, args.seed, args.stop):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
     elif args.command == "runs":
         from ember.cli_tables import print_runs
         from ember.runs import list_runs

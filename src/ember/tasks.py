@@ -7,6 +7,7 @@ micro-batches) is what makes k accumulated batches equal one k-times larger batc
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,7 +17,9 @@ from torch import Tensor
 
 from ember.data.bundle import DataInfo
 
-__all__ = ["Task", "Classification", "Regression", "for_info"]
+__all__ = ["Task", "Classification", "Regression", "Forecast", "LanguageModeling", "for_info"]
+
+IGNORE_INDEX = -100  # targets with this value (padding, unscored positions) carry no loss
 
 
 class Task:
@@ -41,6 +44,14 @@ class Task:
 
     def predict(self, output: Tensor) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def metric_names(self) -> set[str]:
+        """Scalar validation metrics (what early stopping may watch)."""
+        return {"loss", *(k for k in self.metrics() if k != "confusion_matrix")}
+
+    def finalize(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Add metrics derived from the computed ones (e.g. bits per character)."""
+        return result
 
 
 class Classification(Task):
@@ -111,6 +122,70 @@ class Regression(Task):
         ]
 
 
+class Forecast(Regression):
+    """Forecasting a horizon of future values from a window: MSE, MAE, RMSE, R2."""
+
+    name = "forecast"
+
+
+class LanguageModeling(Task):
+    """Next-token cross-entropy over every scored token; perplexity, bits per token/char.
+
+    The count is the number of scored tokens, so accumulated micro-batches are normalised by
+    the tokens of the whole optimizer step, not averaged per micro-batch.
+    """
+
+    name = "lm"
+    primary_metric = "loss"
+    primary_mode = "min"
+
+    def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
+        logits = output.float().reshape(-1, output.shape[-1])  # (B*T, V)
+        return F.cross_entropy(logits, target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+
+    def count(self, target: Tensor) -> int:
+        return int((target != IGNORE_INDEX).sum())
+
+    def metrics(self) -> torchmetrics.MetricCollection:
+        return torchmetrics.MetricCollection({"accuracy": _TokenAccuracy()})
+
+    def metric_names(self) -> set[str]:
+        extra = {"bits_per_char"} if self.info.extra.get("chars_per_token") else set()
+        return {"loss", "accuracy", "perplexity", "bits_per_token", *extra}
+
+    def finalize(self, result: dict[str, Any]) -> dict[str, Any]:
+        loss = result["loss"]
+        result["perplexity"] = float(math.exp(min(loss, 50.0)))
+        result["bits_per_token"] = loss / math.log(2)
+        chars_per_token = self.info.extra.get("chars_per_token")
+        if chars_per_token:
+            result["bits_per_char"] = result["bits_per_token"] / float(chars_per_token)
+        return result
+
+    def predict(self, output: Tensor) -> list[dict[str, Any]]:
+        probs = torch.softmax(output[:, -1].float(), dim=-1)  # next token after each sequence
+        top = probs.topk(5, dim=-1)
+        return [{"next_token_ids": i.tolist(), "probabilities": [round(float(v), 6) for v in p]}
+                for p, i in zip(top.values, top.indices)]
+
+
+class _TokenAccuracy(torchmetrics.Metric):
+    """Share of scored tokens whose argmax is the target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        mask = target != IGNORE_INDEX
+        self.correct += ((preds.argmax(-1) == target) & mask).sum()
+        self.total += mask.sum()
+
+    def compute(self) -> Tensor:
+        return self.correct.float() / self.total.clamp_min(1)
+
+
 class _FlatRegression(torchmetrics.MetricCollection):
     """Regression metrics over all target columns at once (flattened)."""
 
@@ -120,5 +195,10 @@ class _FlatRegression(torchmetrics.MetricCollection):
 
 def for_info(info: DataInfo) -> Task:
     """The task matching `info.task`."""
-    tasks: dict[str, type[Task]] = {"classification": Classification, "regression": Regression}
+    tasks: dict[str, type[Task]] = {
+        "classification": Classification,
+        "regression": Regression,
+        "forecast": Forecast,
+        "lm": LanguageModeling,
+    }
     return tasks[info.task](info)

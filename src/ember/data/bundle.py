@@ -87,6 +87,7 @@ class DataBundle:
     val: ArrayDataset
     test: ArrayDataset
     info: DataInfo
+    tokenizer: Any = None  # text sources: saved into the run as tokenizer.json
 
     def split(self, name: str) -> ArrayDataset:
         if name not in ("train", "val", "test"):

@@ -40,14 +40,29 @@ def evaluate_split(
     model: nn.Module, dataset: ArrayDataset, task: Task, device: torch.device, batch_size: int,
     precision: str = "fp32",
 ) -> dict[str, Any]:
-    """`{"loss": ..., <metric>: ...}`; matrices (confusion) come as nested lists."""
+    """`{"loss": ..., <metric>: ...}`; matrices (confusion) come as nested lists.
+
+    Metrics are updated batch by batch, so a language model's logits for a whole split are
+    never held in memory at once.
+    """
     if len(dataset) == 0:
         return {}
-    outputs, targets = predict_outputs(model, dataset, device, batch_size, precision)
-    loss = float(task.loss_sum(outputs, targets) / task.count(targets))
-    metrics = task.metrics()
-    metrics.update(outputs, targets)
-    result: dict[str, Any] = {"loss": loss}
+    was_training = model.training
+    model.eval()
+    metrics = task.metrics().to(device)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    count = 0
+    for idx in torch.arange(len(dataset)).split(batch_size):
+        x, y = dataset.batch(idx)
+        x, y = x.to(device), y.to(device)
+        with autocast(precision, device):
+            out = model(x)
+        out = out.float()
+        loss_sum += task.loss_sum(out, y).double()
+        count += task.count(y)
+        metrics.update(out, y)
+    model.train(was_training)
+    result: dict[str, Any] = {"loss": float(loss_sum) / max(count, 1)}
     for name, value in metrics.compute().items():
         result[name] = value.tolist() if value.ndim > 0 else float(value)
-    return result
+    return task.finalize(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +23,12 @@ from ember.errors import ConfigError, NonFiniteLossError
 from ember.runs import Run
 from ember.tasks import Task
 from ember.training.batches import BatchPlan
-from ember.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from ember.training.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from ember.training.device import autocast
 from ember.training.evaluation import evaluate_split
 from ember.training.optim import build_optimizer
@@ -65,8 +71,14 @@ def fit(
     device: torch.device,
     resume: bool = False,
     reporter: Reporter | None = None,
+    on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None] | None = None,
 ) -> LoopState:
-    """Train `model` on `data.train`, validating on `data.val`; returns the final loop state."""
+    """Train `model` on `data.train`, validating on `data.val`; returns the final loop state.
+
+    `on_validate(model, state)` runs after each validation pass (in eval mode); a dict it
+    returns is logged to metrics.jsonl (language models log generated samples this way). It
+    must not draw from the global RNG, or resume would no longer be exact.
+    """
     tc = cfg.train
     reporter = reporter or Reporter(enabled=False)
     plan = BatchPlan(len(data.train), cfg.data.batch_size, tc.grad_accum, shuffle=cfg.data.shuffle,
@@ -78,7 +90,7 @@ def fit(
     total_steps = tc.epochs * steps_per_epoch
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
-    metric_names = {"loss", *(k for k in task.metrics().keys() if k != "confusion_matrix")}
+    metric_names = task.metric_names()
     es = tc.early_stopping
     if es is not None and es.metric not in metric_names:
         raise ConfigError(f"train.early_stopping.metric: got '{es.metric}'; valid: {', '.join(sorted(metric_names))}")
@@ -187,6 +199,13 @@ def fit(
                 state.pos = 0
             if (finished_epoch and state.epoch % tc.eval_every == 0) or last:
                 _validate(model, data, task, cfg, run, device, state, reporter, best_path)
+                if on_validate is not None:
+                    was_training = model.training
+                    model.eval()
+                    extra = on_validate(model, state)
+                    model.train(was_training)
+                    if extra:
+                        run.append_metrics({"step": state.step, "epoch": state.epoch, **extra})
             checkpoint()
     finally:
         reporter.close()
