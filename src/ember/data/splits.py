@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ember.data.config import BaseDataConfig
 
-__all__ = ["split_indices", "limit"]
+__all__ = ["split_indices", "limit", "carve_validation"]
 
 
 def split_indices(
@@ -40,3 +40,22 @@ def split_indices(
 
 def limit(indices: Tensor, cfg: BaseDataConfig) -> Tensor:
     return indices if cfg.limit is None else indices[: cfg.limit]
+
+
+def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a labelled train set into (train, val) index arrays, stratified when possible.
+
+    Stratification needs every class at least twice and a validation share holding at least
+    one sample per class; tiny sets fall back to a plain seeded shuffle split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    if fraction <= 0:
+        return idx, idx[:0]
+    counts = np.bincount(labels)
+    classes = int((counts > 0).sum())
+    can_stratify = counts[counts > 0].min() >= 2 and int(len(idx) * fraction) >= classes
+    tr, va = train_test_split(idx, test_size=fraction, random_state=seed,
+                              stratify=labels if can_stratify else None)
+    return np.sort(tr), np.sort(va)

@@ -1,0 +1,142 @@
+"""The user's own data: a folder of images (one sub-folder per class) or a CSV table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
+from ember.data.config import CsvConfig, ImageFolderConfig
+from ember.data.images import IMAGE_SUFFIXES, channel_stats, make_augment, normalize
+from ember.data.splits import limit, split_indices
+from ember.errors import DataError, did_you_mean
+
+__all__ = ["load_image_folder", "load_csv", "read_csv_rows"]
+
+
+def _read_folder_image(path: Path, size: tuple[int, int], grayscale: bool) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if grayscale else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image '{path}': {exc}") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
+
+
+def load_image_folder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
+    """Images under `path/<class>/`, resized to `image_size`, stratified split from the seed."""
+    root = cfg.path
+    if not root.is_dir():
+        raise DataError(f"data.path: image folder '{root}' does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"data.path: '{root}' needs at least 2 class sub-folders, found {len(classes)}")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        for f in files:
+            images.append(_read_folder_image(f, cfg.image_size, cfg.grayscale))
+            labels.append(label)
+    if not images:
+        raise DataError(f"data.path: no images ({', '.join(IMAGE_SUFFIXES)}) under '{root}'")
+    x = torch.from_numpy(np.stack(images))
+    y_np = np.asarray(labels, dtype=np.int64)
+    y = torch.from_numpy(y_np)
+    stratify = y_np if np.bincount(y_np).min() >= 3 else None
+    tr, va, te = split_indices(len(x), cfg, seed, labels=stratify)
+    tr = limit(tr, cfg)
+    mean, std = channel_stats(x[tr])
+    x = normalize(x, mean, std)
+    info = DataInfo(
+        task="classification", input_kind="image", input_shape=tuple(x.shape[1:]), num_outputs=len(classes),
+        class_names=tuple(classes), mean=mean, std=std,
+        extra={"source": f"image folder {root}", "images": len(x)},
+    )
+    return DataBundle(ArrayDataset(x[tr], y[tr], make_augment(cfg.augment, seed)),
+                      ArrayDataset(x[va], y[va]), ArrayDataset(x[te], y[te]), info)
+
+
+def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    if not path.is_file():
+        raise DataError(f"CSV file '{path}' does not exist")
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if len(rows) < 2:
+        raise DataError(f"'{path}': needs a header row and at least one data row")
+    return [h.strip() for h in rows[0]], rows[1:]
+
+
+def _column(header: list[str], name: str, path: Path, what: str) -> int:
+    if name not in header:
+        raise DataError(f"'{path}': no {what} column '{name}'; {did_you_mean(name, header)}")
+    return header.index(name)
+
+
+def _floats(rows: list[list[str]], cols: list[int], header: list[str], path: Path) -> np.ndarray:
+    out = np.empty((len(rows), len(cols)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, c in enumerate(cols):
+            try:
+                out[i, j] = float(row[c])
+            except (ValueError, IndexError):
+                value = row[c] if c < len(row) else "<missing>"
+                raise DataError(
+                    f"'{path}' row {i + 2}, column '{header[c]}': {value!r} is not a number"
+                ) from None
+    return out
+
+
+def load_csv(cfg: CsvConfig, seed: int) -> DataBundle:
+    """Numeric feature columns + a label column; classification or regression (auto-detected)."""
+    header, rows = _read_table(cfg.path)
+    label_col = _column(header, cfg.label_column, cfg.path, "label")
+    names = cfg.feature_columns or [h for i, h in enumerate(header) if i != label_col]
+    cols = [_column(header, n, cfg.path, "feature") for n in names]
+    x_np = _floats(rows, cols, header, cfg.path)
+    raw_labels = [r[label_col].strip() if label_col < len(r) else "" for r in rows]
+    task = cfg.task
+    if task == "auto":
+        try:
+            values = [float(v) for v in raw_labels]
+            is_int = all(v.is_integer() for v in values)
+            task = "classification" if is_int and len(set(values)) <= 20 else "regression"
+        except ValueError:
+            task = "classification"
+    if task == "classification":
+        classes = sorted(set(raw_labels), key=lambda v: (len(v), v) if v.lstrip("-").isdigit() else (1 << 30, v))
+        y = torch.tensor([classes.index(v) for v in raw_labels], dtype=torch.long)
+        stratify = y.numpy() if np.bincount(y.numpy()).min() >= 3 else None
+    else:
+        try:
+            y = torch.tensor([[float(v)] for v in raw_labels], dtype=torch.float32)
+        except ValueError:
+            raise DataError(f"'{cfg.path}': label column '{cfg.label_column}' is not numeric; "
+                            "use data.task=classification") from None
+        classes, stratify = [], None
+    x = torch.from_numpy(x_np)
+    tr, va, te = split_indices(len(x), cfg, seed, labels=stratify)
+    tr = limit(tr, cfg)
+    mean, std = x[tr].mean(0), x[tr].std(0).nan_to_num(1.0).clamp_min(1e-6)
+    x = (x - mean) / std
+    info = DataInfo(
+        task=task, input_kind="tabular", input_shape=(len(cols),),
+        num_outputs=len(classes) if task == "classification" else 1,
+        class_names=tuple(classes), feature_names=tuple(names),
+        mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+        extra={"source": f"csv {cfg.path}", "rows": len(rows), "targets": [cfg.label_column]},
+    )
+    return DataBundle(ArrayDataset(x[tr], y[tr]), ArrayDataset(x[va], y[va]), ArrayDataset(x[te], y[te]), info)
+
+
+def read_csv_rows(path: Path, info: DataInfo) -> torch.Tensor:
+    """Feature rows of a CSV (header naming the run's feature columns), standardised like training."""
+    header, rows = _read_table(path)
+    cols = [_column(header, n, path, "feature") for n in info.feature_names]
+    x = torch.from_numpy(_floats(rows, cols, header, path))
+    return (x - torch.tensor(info.mean)) / torch.tensor(info.std)
