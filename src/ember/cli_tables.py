@@ -48,7 +48,8 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
 def print_runs(runs: list[Run]) -> None:
     table = Table(title="runs")
     for col in ("run", "recipe", "task", "params", "steps", "test metric", "value", "train s"):
-        table.add_column(col, justify="right" if col in ("params", "steps", "value", "train s") else "left")
+        table.add_column(col, justify="right" if col in ("params", "steps", "value", "train s") else "left",
+                         overflow="fold", no_wrap=col == "run")
     for run in runs:
         s = run.read_summary()
         if not s:
