@@ -35,6 +35,10 @@ class Task:
     def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def loss(self, output: Tensor, target: Tensor, count: int) -> Tensor:
+        """`loss_sum / count`: the share of one optimizer step's loss this micro-batch carries."""
+        return self.loss_sum(output, target) / count
+
     def count(self, target: Tensor) -> int:
         """Number of items `loss_sum` adds up (samples here; tokens for language models)."""
         return int(target.shape[0])
@@ -63,6 +67,11 @@ class Classification(Task):
 
     def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output.float(), target, reduction="sum")
+
+    def loss(self, output: Tensor, target: Tensor, count: int) -> Tensor:
+        if count == target.shape[0]:  # the whole step is this batch: a plain mean, one op fewer
+            return F.cross_entropy(output.float(), target)
+        return self.loss_sum(output, target) / count
 
     def metrics(self) -> torchmetrics.MetricCollection:
         k = self.info.num_outputs

@@ -58,5 +58,7 @@ class BatchPlan:
 
     def micro_batches(self, order: Tensor, step: int) -> list[Tensor]:
         """This rank's micro-batches for `step` (fewer, smaller ones on a short last step)."""
+        if self.world_size == 1 and self.grad_accum == 1:  # the common case, without the slicing
+            return [order[step * self.batch_size : (step + 1) * self.batch_size]]
         mine = self.global_indices(order, step).tensor_split(self.world_size)[self.rank]
         return [m for m in mine.split(self.batch_size) if len(m) > 0]

@@ -8,6 +8,7 @@ steps; checkpoints are written every `checkpoint_every` steps and at each epoch'
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -125,6 +126,7 @@ def fit(
         save_checkpoint(run.checkpoints, state.step, model, optimizer, {"loop": asdict(state)},
                         keep=tc.keep_checkpoints)
 
+    amp = (lambda: contextlib.nullcontext()) if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
     loss_acc = torch.zeros((), device=device)  # summed on the device; read only when logging
     steps_acc, samples_acc, t_log = 0, 0, time.perf_counter()
     reporter.start(total_steps, state.step, cfg.recipe)
@@ -139,16 +141,16 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batches = [data.train.batch(idx, epoch, train=True) for idx in plan.micro_batches(order, state.pos)]
-                count = sum(task.count(y) for _, y in batches)
-                step_loss = torch.zeros((), device=device)
+                count = task.count(batches[0][1]) if len(batches) == 1 else sum(task.count(y) for _, y in batches)
+                step_loss = None
                 for x, y in batches:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    with autocast(tc.precision, device):
+                    with amp():
                         out = forward(x)
-                    loss = task.loss_sum(out, y) / count
+                    loss = task.loss(out, y, count)
                     (scaler.scale(loss) if scaler else loss).backward()
-                    step_loss += loss.detach()
-                if not torch.isfinite(step_loss):
+                    step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+                if not torch.isfinite(step_loss).item():
                     if tc.nonfinite == "stop":
                         raise NonFiniteLossError(
                             f"non-finite loss ({float(step_loss)}) at step {state.step + 1} (epoch {epoch + 1}); "
@@ -172,7 +174,7 @@ def fit(
                     steps_acc += 1
                 state.step += 1
                 state.pos += 1
-                n = sum(len(y) for _, y in batches)
+                n = len(batches[0][1]) if len(batches) == 1 else sum(len(y) for _, y in batches)
                 state.samples += n
                 samples_acc += n
                 logged = None
