@@ -28,6 +28,7 @@ from ember.weights import load_weights, save_weights, sha256_file
 __all__ = ["load_config", "train", "evaluate", "predict", "open_run", "load_run", "LoadedRun"]
 
 load_config = load
+_TRAIN_EVAL_CAP = 5000  # samples of the train split scored for summary.json
 
 
 @dataclass
@@ -176,7 +177,13 @@ def _summarize(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: DataBu
         "weights_sha256": sha256_file(run.weights),
     }
     for split in ("train", "val", "test"):
-        metrics = evaluate_split(model, bundle.split(split), task, device, cfg.data.eval_batch_size, cfg.train.precision)
+        dataset = bundle.split(split)
+        if split == "train" and len(dataset) > _TRAIN_EVAL_CAP:
+            # Train metrics are a sanity check against val/test: a fixed subset is enough, and
+            # a whole LM corpus would take longer to score than to train on.
+            dataset = dataset.subset(torch.arange(_TRAIN_EVAL_CAP))
+            summary["train_metrics_on"] = _TRAIN_EVAL_CAP
+        metrics = evaluate_split(model, dataset, task, device, cfg.data.eval_batch_size, cfg.train.precision)
         if metrics:
             summary[split] = metrics
     atomic_write_text(run.summary, json.dumps(summary, indent=2))

@@ -26,6 +26,9 @@ _META_THRESHOLD = 20_000_000  # parameters above which the model is planned on `
 
 
 def _data_info(cfg: Any) -> tuple[DataInfo, int, str | None]:
+    estimate = data_mod.estimated_info(cfg.data)
+    if estimate is not None:
+        return estimate[0], estimate[1], "corpus not tokenized for the plan; vocabulary and sizes estimated"
     try:
         bundle = data_mod.build(cfg.data, cfg.train.seed)
         return bundle.info, len(bundle.train), None

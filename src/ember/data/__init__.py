@@ -23,8 +23,19 @@ from ember.data.config import (
     TabularConfig,
     XorConfig,
 )
+from ember.data.text_config import (
+    AddingConfig,
+    CopyConfig,
+    CsvSeriesConfig,
+    SeriesConfig,
+    StdlibModulesConfig,
+    StdlibTextConfig,
+    TextCsvConfig,
+    TextFilesConfig,
+)
 
-__all__ = ["DataConfig", "DataBundle", "DataInfo", "ArrayDataset", "SOURCES", "build", "static_info"]
+__all__ = ["DataConfig", "DataBundle", "DataInfo", "ArrayDataset", "SOURCES", "build", "static_info",
+           "estimated_info"]
 
 DataConfig = Annotated[
     DigitsConfig
@@ -33,7 +44,15 @@ DataConfig = Annotated[
     | IdxImagesConfig
     | Cifar10Config
     | ImageFolderConfig
-    | CsvConfig,
+    | CsvConfig
+    | StdlibTextConfig
+    | TextFilesConfig
+    | StdlibModulesConfig
+    | TextCsvConfig
+    | SeriesConfig
+    | CsvSeriesConfig
+    | AddingConfig
+    | CopyConfig,
     Field(discriminator="name"),
 ]
 
@@ -49,6 +68,15 @@ SOURCES: dict[str, str] = {
     "cifar10": "ember.data.cifar:load_cifar10",
     "image_folder": "ember.data.user:load_image_folder",
     "csv": "ember.data.user:load_csv",
+    "stdlib_text": "ember.data.text:load_stdlib_text",
+    "text_files": "ember.data.text:load_text_files",
+    "stdlib_modules": "ember.data.stdlib_modules:load_stdlib_modules",
+    "text_csv": "ember.data.stdlib_modules:load_text_csv",
+    "sunspots": "ember.data.series:load_series",
+    "co2": "ember.data.series:load_series",
+    "csv_series": "ember.data.series:load_csv_series",
+    "adding": "ember.data.series:load_adding",
+    "copy": "ember.data.series:load_copy",
 }
 
 # What `ember plan` assumes for sources whose files may be absent: (info, train size).
@@ -69,6 +97,19 @@ def build(cfg: BaseDataConfig, seed: int) -> DataBundle:
     """Load the source named by `cfg.name` with splits derived from `seed`."""
     name = cfg.name  # type: ignore[attr-defined]
     return _resolve(SOURCES[name])(cfg, seed)
+
+
+def estimated_info(cfg: BaseDataConfig) -> tuple[DataInfo, int] | None:
+    """A cheap estimate for sources that are slow to build (tokenizing a large corpus)."""
+    if not isinstance(cfg, StdlibTextConfig):
+        return None
+    chars_per_token = 1.0 if cfg.tokenizer == "char" else 3.0  # typical for code
+    vocab = 100 if cfg.tokenizer == "char" else cfg.bpe_vocab_size
+    train_chars = cfg.max_chars * (1 - cfg.val_fraction - cfg.test_fraction)
+    windows = int(train_chars / chars_per_token / cfg.block_size)
+    info = DataInfo("lm", "tokens", (cfg.block_size,), vocab,
+                    extra={"vocab_size": vocab, "chars_per_token": chars_per_token})
+    return info, windows
 
 
 def static_info(cfg: BaseDataConfig) -> tuple[DataInfo, int] | None:

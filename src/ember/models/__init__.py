@@ -15,15 +15,23 @@ from torch import nn
 from ember.data.bundle import DataInfo
 from ember.models.cnn import CNNConfig, build_cnn
 from ember.models.common import count_parameters
+from ember.models.gpt import GPTConfig, build_gpt
 from ember.models.mlp import MLPConfig, build_mlp
+from ember.models.rnn import RNNConfig, build_rnn
+from ember.models.transformer import TransformerConfig, build_transformer
 
 __all__ = ["ModelConfig", "MODELS", "build", "count_parameters"]
 
-ModelConfig = Annotated[MLPConfig | CNNConfig, Field(discriminator="name")]
+ModelConfig = Annotated[
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig, Field(discriminator="name")
+]
 
 MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
+    "rnn": build_rnn,
+    "transformer": build_transformer,
+    "gpt": build_gpt,
 }
 
 

@@ -1,4 +1,8 @@
-"""Assemble what the report needs from a trained model (example images) and write it."""
+"""Assemble what the report needs from a trained model and write it.
+
+Image classifiers get a grid of test images; language models their generated samples;
+forecasters a forecast-vs-truth plot; attention models a heatmap for one test example.
+"""
 
 from __future__ import annotations
 
@@ -16,30 +20,70 @@ from ember.training.evaluation import predict_outputs
 __all__ = ["build_report"]
 
 
+def _examples(model: nn.Module, bundle: DataBundle, device: torch.device, n: int):  # noqa: ANN202
+    from ember.report import Examples
+
+    info = bundle.info
+    outputs, targets = predict_outputs(model, bundle.test, device, 512)
+    pred = outputs.argmax(-1)
+    chosen = torch.cat([(pred != targets).nonzero().flatten(), (pred == targets).nonzero().flatten()])[:n]
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    images = (bundle.test.x[chosen] * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+    if images.shape[-1] == 1:
+        images = images[..., 0]
+    names = info.class_names
+    return Examples(images=np.ascontiguousarray(images), true=[names[int(i)] for i in targets[chosen]],
+                    pred=[names[int(i)] for i in pred[chosen]])
+
+
+def _attention_maps(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    """Run one example with every attention module recording its weights: [(H, T, T)] per layer."""
+    modules = [m for m in model.modules() if hasattr(m, "keep_attention")]
+    for m in modules:
+        m.keep_attention = True
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(x)
+    finally:
+        for m in modules:
+            m.keep_attention = False
+    return [m.last_attention[0].float().cpu().numpy() for m in modules if m.last_attention is not None]
+
+
+def _tokens(bundle: DataBundle, ids: list[int]) -> list[str]:
+    tok = bundle.tokenizer
+    if tok is None:
+        return [str(i) for i in ids]
+    return [tok.decode([i]) if i < tok.vocab_size else "·" for i in ids]
+
+
 def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, device: torch.device,
                  limit: int | None = None) -> Path:
-    """Write `report.html` (and plots) for `run`, with a grid of test images for image data."""
-    from ember.report import Examples, write_report
+    """Write `report.html` (and plots) for `run`."""
+    from ember.report import write_report
+    from ember.report.sections import attention_section, forecast_section, lm_samples_section
 
     info = bundle.info
     examples = None
+    sections: list[tuple[str, str]] = []
     n = limit if limit is not None else 32
-    if info.input_kind == "image" and task.name == "classification" and len(bundle.test) and n > 0:
+    has_test = len(bundle.test) > 0
+    if info.input_kind == "image" and task.name == "classification" and has_test and n > 0:
+        examples = _examples(model, bundle, device, n)
+    samples = lm_samples_section(run)
+    if samples:
+        sections.append(samples)
+    if task.name == "forecast" and has_test:
         outputs, targets = predict_outputs(model, bundle.test, device, 512)
-        pred = outputs.argmax(-1)
-        wrong = (pred != targets).nonzero().flatten()
-        right = (pred == targets).nonzero().flatten()
-        chosen = torch.cat([wrong, right])[:n]
-        x = bundle.test.x[chosen]
-        mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-        std = torch.tensor(info.std).view(1, -1, 1, 1)
-        images = (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-        if images.shape[-1] == 1:
-            images = images[..., 0]
-        names = info.class_names
-        examples = Examples(
-            images=np.ascontiguousarray(images),
-            true=[names[int(i)] for i in targets[chosen]],
-            pred=[names[int(i)] for i in pred[chosen]],
-        )
-    return write_report(run, examples)
+        sections.append(forecast_section(run, outputs.numpy(), targets.numpy(), info.mean[0], info.std[0]))
+    if info.input_kind == "tokens" and has_test and any(hasattr(m, "keep_attention") for m in model.modules()):
+        x = bundle.test.x[:1, :48].to(device)  # first 48 tokens keep the heatmap readable
+        if info.extra.get("pad_id") is not None:
+            real = int((x[0] != info.extra["pad_id"]).sum())
+            x = x[:, : max(real, 1)]
+        maps = _attention_maps(model, x)
+        if maps:
+            sections.append(attention_section(run, maps, _tokens(bundle, x[0].tolist())))
+    return write_report(run, examples, sections)

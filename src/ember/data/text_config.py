@@ -1,0 +1,97 @@
+"""Config sections for the text and sequence sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ember.data.config import BaseDataConfig
+
+__all__ = ["StdlibTextConfig", "TextFilesConfig", "StdlibModulesConfig", "TextCsvConfig",
+           "SeriesConfig", "CsvSeriesConfig", "AddingConfig", "CopyConfig"]
+
+
+class _TokensMixin(BaseDataConfig):
+    tokenizer: Literal["char", "bpe"] = "char"
+    bpe_vocab_size: int = Field(2048, ge=260, le=65536)
+
+
+class StdlibTextConfig(_TokensMixin):
+    """Language modelling on this Python's own standard-library sources (no download)."""
+
+    name: Literal["stdlib_text"] = "stdlib_text"
+    block_size: int = Field(128, ge=2)
+    max_chars: int = Field(2_000_000, ge=10_000)
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+    test_fraction: float = Field(0.05, ge=0, lt=1)
+
+
+class TextFilesConfig(_TokensMixin):
+    """Language modelling on your own text files or folders (.txt, .md, .py)."""
+
+    name: Literal["text_files"] = "text_files"
+    paths: list[Path]
+    block_size: int = Field(128, ge=2)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+
+
+class StdlibModulesConfig(_TokensMixin):
+    """Which standard-library package does a snippet of code come from?"""
+
+    name: Literal["stdlib_modules"] = "stdlib_modules"
+    packages: list[str] = Field(default_factory=lambda: [
+        "asyncio", "email", "json", "unittest", "xml", "http", "logging", "concurrent", "importlib",
+        "multiprocessing"])
+    snippet_lines: int = Field(12, ge=2, le=200)
+    max_len: int = Field(256, ge=8)
+    per_class: int | None = Field(None, ge=1, description="cap per class (default: the smallest class)")
+
+
+class TextCsvConfig(_TokensMixin):
+    """Your text classification table: a text column and a label column."""
+
+    name: Literal["text_csv"] = "text_csv"
+    path: Path
+    text_column: str = "text"
+    label_column: str = "label"
+    max_len: int = Field(256, ge=8)
+
+
+class SeriesConfig(BaseDataConfig):
+    """Real series shipped with statsmodels: yearly sunspots or weekly Mauna Loa CO2 (monthly)."""
+
+    name: Literal["sunspots", "co2"]
+    window: int = Field(48, ge=2)
+    horizon: int = Field(1, ge=1)
+    shuffle: bool = True  # windows are shuffled for training; the split itself is chronological
+
+
+class CsvSeriesConfig(BaseDataConfig):
+    """Your own series: one numeric column of a CSV, in time order."""
+
+    name: Literal["csv_series"] = "csv_series"
+    path: Path
+    column: str = "value"
+    window: int = Field(48, ge=2)
+    horizon: int = Field(1, ge=1)
+
+
+class AddingConfig(BaseDataConfig):
+    """The adding problem (Hochreiter & Schmidhuber 1997): sum the two marked numbers."""
+
+    name: Literal["adding"] = "adding"
+    length: int = Field(50, ge=2)
+    n_samples: int = Field(10_000, ge=10)
+
+
+class CopyConfig(BaseDataConfig):
+    """The copy-memory task: reproduce a sequence of symbols after a long delay."""
+
+    name: Literal["copy"] = "copy"
+    n_symbols: int = Field(8, ge=2)
+    copy_length: int = Field(10, ge=1)
+    delay: int = Field(20, ge=1)
+    n_samples: int = Field(10_000, ge=10)

@@ -1,0 +1,186 @@
+"""Sequence families against their references, plus the shared model contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ember.data.bundle import DataInfo
+from ember.errors import ConfigError
+from ember.models import build
+from ember.models.attention import MultiHeadSelfAttention, attention_reference
+from ember.models.gpt import GPT, GPTConfig, flops_per_token
+from ember.models.rnn import LSTMCellReference, RNNConfig, lstm_reference
+from ember.models.transformer import TransformerConfig
+from ember.weights import load_weights, save_weights
+
+LM = DataInfo("lm", "tokens", (16,), 50, extra={"vocab_size": 50})
+CLS = DataInfo("classification", "tokens", (12,), 4, extra={"vocab_size": 31, "pad_id": 30})
+SERIES = DataInfo("forecast", "series", (10, 1), 2)
+ADDING = DataInfo("regression", "series", (10, 2), 1)
+
+
+def test_attention_reference_equals_sdpa_forward_and_backward() -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, requires_grad=True) for _ in range(3))
+    allowed = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    allowed[1, ..., 3:] = False  # padding in the second sequence
+    for causal, mask in ((False, allowed), (True, None)):
+        ours, _ = attention_reference(q, k, v, mask, causal=causal)
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        torch.testing.assert_close(ours, ref)
+        g_ours = torch.autograd.grad(ours.sum(), (q, k, v))
+        g_ref = torch.autograd.grad(ref.sum(), (q, k, v))
+        for a, b in zip(g_ours, g_ref):
+            torch.testing.assert_close(a, b)
+
+
+def test_attention_module_reference_path_matches_fast_path() -> None:
+    torch.manual_seed(0)
+    attn = MultiHeadSelfAttention(16, 4).eval()
+    x = torch.randn(2, 6, 16)
+    pad = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    fast = attn(x, pad)
+    attn.keep_attention = True
+    slow = attn(x, pad)
+    torch.testing.assert_close(fast, slow)
+    assert attn.last_attention.shape == (2, 4, 6, 6)
+    assert torch.allclose(attn.last_attention[1, :, :, 4:], torch.zeros(1))  # no weight on padding
+
+
+def test_lstm_reference_equals_nn_lstm() -> None:
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5, batch_first=True)
+    cell = LSTMCellReference(3, 5)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(lstm, f"{name}_l0"))
+    x = torch.randn(2, 7, 3, requires_grad=True)
+    ours, (h, c) = lstm_reference(x, cell)
+    ref, (h_ref, c_ref) = lstm(x)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(h, h_ref[0])
+    torch.testing.assert_close(c, c_ref[0])
+    g_ours = torch.autograd.grad(ours.square().sum(), (x, cell.weight_ih, cell.weight_hh))
+    g_ref = torch.autograd.grad(ref.square().sum(), (x, lstm.weight_ih_l0, lstm.weight_hh_l0))
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b)
+
+
+CASES = [
+    ("rnn-lm", RNNConfig(cell="lstm", hidden_size=16, embed_dim=8, dropout=0.3, num_layers=2), LM, (16, 50)),
+    ("gru-cls", RNNConfig(cell="gru", hidden_size=16, embed_dim=8, bidirectional=True), CLS, (4,)),
+    ("rnn-cls-mean", RNNConfig(cell="rnn", hidden_size=16, embed_dim=8, pooling="mean"), CLS, (4,)),
+    ("lstm-forecast", RNNConfig(hidden_size=8, dropout=0.5), SERIES, (2,)),
+    ("gru-adding", RNNConfig(cell="gru", hidden_size=8), ADDING, (1,)),
+    ("transformer-cls", TransformerConfig(d_model=16, n_head=2, d_ff=32, dropout=0.3), CLS, (4,)),
+    ("transformer-cls-learned", TransformerConfig(d_model=16, n_head=2, d_ff=32, positional="learned",
+                                                  pooling="cls"), CLS, (4,)),
+    ("transformer-series", TransformerConfig(d_model=16, n_head=2, d_ff=32), SERIES, (2,)),
+    ("gpt", GPTConfig(n_layer=2, n_head=2, n_embd=16, dropout=0.3), LM, (16, 64)),
+]
+
+
+def _inputs(info: DataInfo, batch: int = 3) -> torch.Tensor:
+    if info.input_kind == "tokens":
+        x = torch.randint(0, int(info.extra["vocab_size"]) - 1, (batch, *info.input_shape))
+        if "pad_id" in info.extra:
+            x[0, 8:] = info.extra["pad_id"]
+        return x
+    return torch.randn(batch, *info.input_shape)
+
+
+@pytest.mark.parametrize(("label", "cfg", "info", "shape"), CASES, ids=[c[0] for c in CASES])
+def test_sequence_model_contract(label: str, cfg, info: DataInfo, shape: tuple, tmp_path: Path) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = build(cfg, info)
+    x = _inputs(info)
+    out = model(x)
+    assert out.shape == (3, *shape)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    model.eval()
+    expected = model(x)
+    save_weights(model, tmp_path / "m.safetensors")
+    torch.manual_seed(1)
+    again = build(cfg, info).eval()
+    load_weights(again, tmp_path / "m.safetensors")
+    torch.testing.assert_close(again(x), expected, rtol=0, atol=0)
+    if getattr(cfg, "dropout", 0) > 0:
+        model.train()
+        assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("cfg", [RNNConfig(hidden_size=8, embed_dim=4), RNNConfig(hidden_size=8, embed_dim=4, pooling="max"),
+                                 RNNConfig(hidden_size=8, embed_dim=4, bidirectional=True, pooling="mean"),
+                                 TransformerConfig(d_model=16, n_head=2, d_ff=16)])
+def test_classifiers_ignore_padding(cfg) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    info_short = DataInfo("classification", "tokens", (6,), 3, extra={"vocab_size": 11, "pad_id": 10})
+    model = build(cfg, info_short).eval()
+    x = torch.tensor([[1, 2, 3, 10, 10, 10]])
+    longer = torch.tensor([[1, 2, 3, 10, 10, 10, 10, 10, 10]])
+    if isinstance(cfg, TransformerConfig):
+        longer = x  # positions are fixed-size; padding inside the window is what matters
+        y1 = model(x)
+        x2 = x.clone()
+        x2[0, 4] = 10
+        torch.testing.assert_close(model(x2), y1)
+    else:
+        torch.testing.assert_close(model(longer), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_gpt_ties_pads_and_counts() -> None:
+    model = build(GPTConfig(n_layer=1, n_head=2, n_embd=16), LM)
+    assert model.lm_head.weight is model.wte.weight
+    assert model.padded_vocab == 64 and model.vocab_size == 50
+    small = GPT(GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024), 50257, 1024)
+    params = sum(p.numel() for p in small.parameters())
+    assert 123_000_000 < params < 125_000_000
+    # 6N + 12 L H Q T with N excluding position embeddings
+    n = params - 1024 * 768
+    assert flops_per_token(small) == 6 * n + 12 * 12 * 12 * 64 * 1024
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_gpt_cached_generation_equals_uncached(temperature: float) -> None:
+    torch.manual_seed(0)
+    model = build(GPTConfig(n_layer=2, n_head=2, n_embd=32), DataInfo("lm", "tokens", (12,), 50,
+                                                                     extra={"vocab_size": 50})).eval()
+    prompt = torch.randint(0, 50, (1, 5))
+    runs = []
+    for cache in (True, False):
+        gen = torch.Generator().manual_seed(7)
+        runs.append([int(t) for t in model.generate(prompt, 30, temperature=temperature, top_k=10,
+                                                    generator=gen, use_cache=cache)])
+    assert runs[0] == runs[1]
+    assert len(runs[0]) == 30  # beyond block_size 12: the window slides
+    assert all(t < 50 for t in runs[0])
+
+
+def test_gpt_top_k_one_is_greedy_and_top_p_respected() -> None:
+    torch.manual_seed(0)
+    model = build(GPTConfig(n_layer=1, n_head=2, n_embd=16), LM).eval()
+    prompt = torch.randint(0, 50, (1, 4))
+    greedy = [int(t) for t in model.generate(prompt, 10, temperature=0)]
+    top1 = [int(t) for t in model.generate(prompt, 10, temperature=1.3, top_k=1,
+                                           generator=torch.Generator().manual_seed(3))]
+    assert greedy == top1
+    tiny_p = [int(t) for t in model.generate(prompt, 10, temperature=1.0, top_p=1e-6,
+                                             generator=torch.Generator().manual_seed(3))]
+    assert tiny_p == greedy
+
+
+def test_bad_family_task_pairs() -> None:
+    with pytest.raises(ConfigError, match="language model"):
+        build(GPTConfig(), CLS)
+    with pytest.raises(ConfigError, match="cannot read the future"):
+        build(RNNConfig(bidirectional=True), LM)
+    with pytest.raises(ConfigError, match="token or series"):
+        build(TransformerConfig(), DataInfo("classification", "image", (1, 8, 8), 10))
+    with pytest.raises(ConfigError, match="divisible"):
+        build(GPTConfig(n_embd=30, n_head=4), LM)
