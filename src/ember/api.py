@@ -25,7 +25,7 @@ from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
 from ember.weights import load_weights, save_weights, sha256_file
 
-__all__ = ["load_config", "train", "evaluate", "predict", "open_run", "load_run", "LoadedRun"]
+__all__ = ["load_config", "train", "evaluate", "predict", "report", "open_run", "load_run", "LoadedRun"]
 
 load_config = load
 _TRAIN_EVAL_CAP = 5000  # samples of the train split scored for summary.json
@@ -199,6 +199,16 @@ def evaluate(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     bundle = data_mod.build(loaded.config.data, loaded.config.train.seed)
     return evaluate_split(loaded.model.to(device), bundle.split(split), loaded.task, device,
                           loaded.config.data.eval_batch_size)
+
+
+def report(run_dir: str | Path) -> Path:
+    """Re-render a finished run's report (after an upgrade, or once more sections exist)."""
+    from ember.report.build import build_report
+
+    loaded = load_run(run_dir)
+    device = torch.device("cpu")
+    bundle = data_mod.build(loaded.config.data, loaded.config.train.seed)
+    return build_report(loaded.run, loaded.model, bundle, loaded.task, device, limit=loaded.config.log.image_grid)
 
 
 def predict(run_dir: str | Path, inputs: list[str | Path]) -> list[dict[str, Any]]:

@@ -57,6 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
+    rp = sub.add_parser("report", help="re-render a run's report.html and plots")
+    rp.add_argument("run_dir", type=Path)
+
     r = sub.add_parser("runs", help="list runs with their key figures")
     r.add_argument("dir", nargs="?", default="runs", type=Path)
 
@@ -111,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+    elif args.command == "report":
+        print(api.report(args.run_dir))
     elif args.command == "runs":
         from ember.cli_tables import print_runs
         from ember.runs import list_runs

@@ -21,6 +21,15 @@ TINY: dict[str, list[str]] = {
     "iris-mlp": [],
     "mnist-cnn": ["model.channels=[4]", "model.hidden=[8]", "data.batch_size=16"],
     "cifar10-cnn": ["model.channels=[4]", "model.hidden=[8]", "data.batch_size=16"],
+    "stdlib-char-gpt": ["data.max_chars=120000", "data.block_size=32", "model.n_layer=1", "model.n_embd=32"],
+    "stdlib-bpe-gpt": ["data.max_chars=120000", "data.block_size=32", "data.bpe_vocab_size=300",
+                       "model.n_layer=1", "model.n_embd=32"],
+    "gpt2-124m": ["data.max_chars=120000", "data.block_size=32", "data.bpe_vocab_size=300", "model.n_layer=1",
+                  "model.n_embd=32", "model.n_head=2", "train.compile=false", "data.batch_size=4"],
+    "stdlib-modules-transformer": ["data.per_class=8", "data.max_len=32", "model.d_model=16", "model.d_ff=16"],
+    "stdlib-modules-lstm": ["data.per_class=8", "data.max_len=32", "model.hidden_size=8"],
+    "sunspots-lstm": ["model.hidden_size=8"],
+    "adding-gru": ["data.n_samples=200", "model.hidden_size=8"],
 }
 
 
