@@ -211,17 +211,24 @@ def report(run_dir: str | Path) -> Path:
     return build_report(loaded.run, loaded.model, bundle, loaded.task, device, limit=loaded.config.log.image_grid)
 
 
-def predict(run_dir: str | Path, inputs: list[str | Path]) -> list[dict[str, Any]]:
-    """Predictions for image files or CSV files (one prediction per row)."""
+def predict(run_dir: str | Path, inputs: list[str | Path], texts: list[str] | None = None) -> list[dict[str, Any]]:
+    """Predictions for files (images, CSV rows, text files, a series CSV) and/or raw `texts`."""
     from ember.inputs import read_inputs
 
     loaded = load_run(run_dir)
-    rows = read_inputs([Path(p) for p in inputs], loaded.info)
+    tokenizer = None
+    if loaded.info.input_kind == "tokens":
+        from ember.generation import load_tokenizer
+
+        tokenizer = load_tokenizer(loaded.run.path)
+    rows = read_inputs([Path(p) for p in inputs], loaded.info, tokenizer, texts)
     out: list[dict[str, Any]] = []
     for source, x in rows:
         with torch.no_grad():
             y = loaded.model(x)
         for i, pred in enumerate(loaded.task.predict(y)):
+            if tokenizer is not None and "next_token_ids" in pred:
+                pred["next_tokens"] = [tokenizer.decode([t]) for t in pred["next_token_ids"]]
             out.append({"input": source if len(x) == 1 else f"{source}#{i + 1}", **pred})
     return out
 

@@ -39,7 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict image files or CSV rows with a finished run")
     pr.add_argument("run_dir", type=Path)
-    pr.add_argument("files", nargs="+", type=Path)
+    pr.add_argument("files", nargs="*", type=Path, help="images, .csv rows or series, text files")
+    pr.add_argument("--text", action="append", default=None, help="a text to classify (repeatable)")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
     pl = sub.add_parser("plan", help="dry run: parameters, FLOPs, memory, batches, no training")
@@ -89,13 +90,15 @@ def _run(args: argparse.Namespace) -> int:
 
             print_metrics(metrics, f"{args.run_dir} [{args.split}]")
     elif args.command == "predict":
-        preds = api.predict(args.run_dir, args.files)
+        preds = api.predict(args.run_dir, args.files, args.text)
         if args.json:
             print(json.dumps(preds, indent=2))
         else:
             for p in preds:
                 if "label" in p:
                     print(f"{p['input']}: {p['label']} ({p['probabilities'][p['label']]:.3f})")
+                elif "next_tokens" in p:
+                    print(f"{p['input']}: next {p['next_tokens']} p={p['probabilities']}")
                 else:
                     print(f"{p['input']}: {p['prediction']}")
     elif args.command == "plan":

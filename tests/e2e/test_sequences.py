@@ -91,3 +91,29 @@ def test_forecast_and_classifier_reports(tmp_path: Path) -> None:
                       verbose=False)
     assert (cls.path / "plots" / "attention.png").exists()
     assert len(json.loads(cls.summary.read_text())["test"]["confusion_matrix"]) >= 8
+
+
+def test_predict_text_and_series(tmp_path: Path, gpt_run: Path) -> None:
+    cls = ember.train("stdlib-modules-lstm", ["train.max_steps=3", "data.per_class=8", "data.max_len=32",
+                                              "model.hidden_size=8", f"log.runs_dir={tmp_path}", "log.report=false"],
+                      verbose=False)
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text("import asyncio\n\nasync def main():\n    await asyncio.sleep(1)\n")
+    preds = ember.predict(cls.path, [snippet], texts=["import json\njson.dumps({})"])
+    assert len(preds) == 2 and all(p["label"] in p["probabilities"] for p in preds)
+    out = run_cli("predict", cls.path, "--text", "x = 1", "--json", check=True).stdout
+    assert json.loads(out)[0]["input"] == "text#1"
+    lm = ember.predict(gpt_run, [], texts=["def main("])
+    assert len(lm[0]["next_tokens"]) == 5
+    series = ember.train("sunspots-lstm", ["train.epochs=1", "model.hidden_size=8", f"log.runs_dir={tmp_path}",
+                                           "log.report=false"], verbose=False)
+    csv_path = tmp_path / "recent.csv"
+    csv_path.write_text("year,spots\n" + "\n".join(f"{1980 + i},{50 + 10 * (i % 11)}" for i in range(30)))
+    forecast = ember.predict(series.path, [csv_path])
+    assert "t+1" in forecast[0]["prediction"]
+    short = tmp_path / "short.csv"
+    short.write_text("v\n1\n2\n")
+    bad = run_cli("predict", series.path, short)
+    assert bad.returncode == 2 and "needs the last 24" in bad.stderr
+    wrong = run_cli("predict", cls.path, csv_path)
+    assert wrong.returncode == 2 and "takes text" in wrong.stderr
