@@ -136,6 +136,12 @@ class Forecast(Regression):
 
     name = "forecast"
 
+    def predict(self, output: Tensor) -> list[dict[str, Any]]:
+        # Targets were normalised with the training part's mean/std: report original units.
+        mean = self.info.mean[0] if self.info.mean else 0.0
+        std = self.info.std[0] if self.info.std else 1.0
+        return super().predict(output.float() * std + mean)
+
 
 class LanguageModeling(Task):
     """Next-token cross-entropy over every scored token; perplexity, bits per token/char.
