@@ -6,7 +6,7 @@
     True
 """
 
-from ember.api import evaluate, load_config, load_run, open_run, predict, train
+from ember.api import evaluate, load_config, load_run, open_run, predict, report, train
 from ember.errors import CheckpointError, ConfigError, DataError, EmberError, RunError
 
 __all__ = [
@@ -16,6 +16,8 @@ __all__ = [
     "predict",
     "open_run",
     "load_run",
+    "report",
+    "explain",
     "EmberError",
     "ConfigError",
     "DataError",
@@ -23,3 +25,10 @@ __all__ = [
     "RunError",
 ]
 __version__ = "0.1.0"
+
+
+def explain(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    """`ember.attribution.explain` (imported lazily: captum, shap and lime are optional)."""
+    from ember.attribution import explain as _explain
+
+    return _explain(*args, **kwargs)

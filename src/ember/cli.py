@@ -58,6 +58,15 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
+    ex = sub.add_parser("explain", help="attributions for a run's predictions (images, text, tables, series)")
+    ex.add_argument("run_dir", type=Path)
+    ex.add_argument("inputs", nargs="*", type=Path, help="inputs to explain (default: test examples)")
+    ex.add_argument("--method", action="append", default=None,
+                    help="saliency, integrated_gradients, gradcam, occlusion, shap, lime, attention, rollout")
+    ex.add_argument("--target", default=None, help="class name or index (default: the prediction)")
+    ex.add_argument("--text", action="append", default=None, help="a text to explain (text models)")
+    ex.add_argument("--examples", type=int, default=4, help="test examples when no inputs are given")
+
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path)
 
@@ -117,6 +126,10 @@ def _run(args: argparse.Namespace) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+    elif args.command == "explain":
+        from ember.attribution import explain
+
+        print(explain(args.run_dir, args.inputs, args.method, args.target, args.text, args.examples))
     elif args.command == "report":
         print(api.report(args.run_dir))
     elif args.command == "runs":

@@ -18,8 +18,19 @@ from ember.errors import DataError, did_you_mean
 __all__ = ["load_series", "load_csv_series", "load_adding", "load_copy", "series_values", "windows"]
 
 
+# Where each statsmodels series starts and how often it is sampled (recorded in the run).
+SERIES_FACTS = {
+    "sunspots": {"start": "1700", "frequency": "yearly", "unit": "Wolf sunspot number"},
+    "co2": {"start": "1958-03", "frequency": "monthly", "unit": "ppm CO2, Mauna Loa"},
+}
+
+
 def series_values(name: str) -> np.ndarray:
-    """The raw series shipped inside statsmodels (no download)."""
+    """The raw series shipped inside statsmodels (no download).
+
+    sunspots: yearly sunspot activity 1700-2008. co2: Mauna Loa weekly CO2 1958-2001, gaps
+    linearly interpolated, then averaged per calendar month.
+    """
     try:
         from statsmodels import datasets
     except ImportError:
@@ -42,13 +53,18 @@ def windows(values: np.ndarray, window: int, horizon: int) -> tuple[torch.Tensor
     return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
 
 
-def _forecast_bundle(values: np.ndarray, cfg: SeriesConfig | CsvSeriesConfig, name: str) -> DataBundle:
+def _forecast_bundle(values: np.ndarray, cfg: SeriesConfig | CsvSeriesConfig, name: str,
+                     facts: dict | None = None) -> DataBundle:
     n = len(values)
     n_test = int(n * cfg.test_fraction)
     n_val = int(n * cfg.val_fraction)
     n_train = n - n_val - n_test
     if n_train < cfg.window + cfg.horizon:
         raise DataError(f"{name}: {n} points are too few for window {cfg.window} + horizon {cfg.horizon}")
+    for split, points, fraction in (("val", n_val, cfg.val_fraction), ("test", n_test, cfg.test_fraction)):
+        if fraction > 0 and points < cfg.horizon:
+            raise DataError(f"{name}: the {split} part ({points} points) is shorter than horizon "
+                            f"{cfg.horizon}; raise data.{split}_fraction or lower data.horizon")
     mean, std = float(values[:n_train].mean()), float(values[:n_train].std() or 1.0)
     z = (values - mean) / std
     # Val and test windows may look back into the previous part, but their targets lie
@@ -65,7 +81,8 @@ def _forecast_bundle(values: np.ndarray, cfg: SeriesConfig | CsvSeriesConfig, na
     info = DataInfo(
         task="forecast", input_kind="series", input_shape=(cfg.window, 1), num_outputs=cfg.horizon,
         mean=(mean,), std=(std,),
-        extra={"source": name, "points": n, "horizon": cfg.horizon, "window": cfg.window,
+        extra={"source": name, "series": cfg.name if isinstance(cfg, SeriesConfig) else cfg.column,
+               **(facts or {}), "points": n, "horizon": cfg.horizon, "window": cfg.window,
                "split_points": {"train": n_train, "val": n_val, "test": n_test},
                "targets": [f"t+{i + 1}" for i in range(cfg.horizon)]},
     )
@@ -73,13 +90,15 @@ def _forecast_bundle(values: np.ndarray, cfg: SeriesConfig | CsvSeriesConfig, na
 
 
 def load_series(cfg: SeriesConfig, seed: int) -> DataBundle:
-    return _forecast_bundle(series_values(cfg.name), cfg, f"statsmodels {cfg.name}")
+    """sunspots or co2: chronological split, train-normalised windows."""
+    return _forecast_bundle(series_values(cfg.name), cfg, f"statsmodels {cfg.name}", SERIES_FACTS[cfg.name])
 
 
 def load_csv_series(cfg: CsvSeriesConfig, seed: int) -> DataBundle:
+    """One numeric column of the user's CSV, rows in time order."""
     if not cfg.path.is_file():
         raise DataError(f"CSV file '{cfg.path}' does not exist")
-    with open(cfg.path, newline="") as f:
+    with open(cfg.path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         if cfg.column not in header:
@@ -88,8 +107,11 @@ def load_csv_series(cfg: CsvSeriesConfig, seed: int) -> DataBundle:
         for i, row in enumerate(reader):
             try:
                 values.append(float(row[cfg.column]))
+                if not np.isfinite(values[-1]):
+                    raise ValueError
             except (TypeError, ValueError):
-                raise DataError(f"'{cfg.path}' row {i + 2}: {row[cfg.column]!r} is not a number") from None
+                raise DataError(f"'{cfg.path}' row {i + 2}: {row[cfg.column]!r} in column '{cfg.column}' "
+                                "is not a finite number") from None
     return _forecast_bundle(np.asarray(values), cfg, f"csv {cfg.path}")
 
 

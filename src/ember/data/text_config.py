@@ -42,12 +42,16 @@ class StdlibModulesConfig(_TokensMixin):
     """Which standard-library package does a snippet of code come from?"""
 
     name: Literal["stdlib_modules"] = "stdlib_modules"
+    # Packages of every CPython 3.10+ with enough code for three splits of whole files.
     packages: list[str] = Field(default_factory=lambda: [
-        "asyncio", "email", "json", "unittest", "xml", "http", "logging", "concurrent", "importlib",
-        "multiprocessing"])
-    snippet_lines: int = Field(12, ge=2, le=200)
-    max_len: int = Field(256, ge=8)
-    per_class: int | None = Field(None, ge=1, description="cap per class (default: the smallest class)")
+        "asyncio", "email", "http", "importlib", "logging", "multiprocessing", "unittest", "urllib",
+        "xml"])
+    snippet_lines: int = Field(12, ge=2, le=200, description="non-empty lines per snippet")
+    stride: int | None = Field(None, ge=1, description="lines between training snippet starts "
+                               "(default snippet_lines // 2; val/test snippets never overlap)")
+    max_len: int = Field(256, ge=8, description="tokens per snippet, truncated or padded")
+    per_class: int | None = Field(None, ge=1, description="training snippets per class (default: the "
+                                  "smallest class's count, exactly balanced; larger classes are capped)")
 
 
 class TextCsvConfig(_TokensMixin):

@@ -41,6 +41,17 @@ class CharTokenizer:
         return json.dumps({"kind": "char", "chars": self.chars[1:]})
 
 
+def _line_chunks(text: str, size: int = 100_000) -> list[str]:
+    """Pieces of about `size` characters that end at line breaks, so no word is cut in two."""
+    chunks, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        chunks.append(text[start:end])
+        start = end
+    return chunks
+
+
 class BPETokenizer:
     """Byte-level BPE: every byte sequence is representable, so nothing is ever unknown."""
 
@@ -60,7 +71,7 @@ class BPETokenizer:
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        chunks = [text[i:i + 100_000] for i in range(0, len(text), 100_000)]
+        chunks = _line_chunks(text)
         tok.train_from_iterator(chunks, trainer=trainer, length=len(chunks))
         return cls(tok)
 

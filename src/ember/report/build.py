@@ -86,4 +86,7 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
         maps = _attention_maps(model, x)
         if maps:
             sections.append(attention_section(run, maps, _tokens(bundle, x[0].tolist())))
+    explained = run.path / "explain" / "section.html"
+    if explained.is_file():  # written by `ember explain`
+        sections.append(("Explanations", explained.read_text()))
     return write_report(run, examples, sections)
