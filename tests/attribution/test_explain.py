@@ -120,3 +120,14 @@ def test_explain_tabular_text_series(tmp_path: Path) -> None:
     assert (series.path / "explain" / "example_0.png").exists()
     with pytest.raises(ConfigError, match="applicable"):
         ember.explain(series.path, methods=["gradcam"])
+
+
+def test_explain_gpt_next_token(tmp_path: Path) -> None:
+    run = ember.train("stdlib-char-gpt", ["data.max_chars=120000", "data.block_size=32", "model.n_layer=1",
+                                          "model.n_embd=32", "train.max_steps=5", f"log.runs_dir={tmp_path}",
+                                          "log.report=false"], verbose=False)
+    page = ember.explain(run.path, texts=["def main(argv):\n    return "], methods=["integrated_gradients", "rollout"])
+    data = json.loads((run.path / "explain" / "explain.json").read_text())
+    ig = data["examples"][0]["methods"]["integrated_gradients"]
+    assert abs(ig["sum"] - ig["output_difference"]) < 0.05 * max(1.0, abs(ig["output_difference"]))
+    assert "attention rollout" in page.read_text()

@@ -12,7 +12,7 @@ from ember.data.bundle import DataInfo
 from ember.models import build, count_parameters
 from ember.models.cnn import CNNConfig
 from ember.models.mlp import MLPConfig
-from ember.weights import load_weights, save_weights
+from tests.models.contract import check_model_contract
 
 IMAGE = DataInfo("classification", "image", (1, 8, 8), 10)
 TABLE = DataInfo("classification", "tabular", (4,), 3)
@@ -27,26 +27,7 @@ CASES = [
 
 @pytest.mark.parametrize(("label", "cfg", "info"), CASES, ids=[c[0] for c in CASES])
 def test_model_contract(label: str, cfg, info: DataInfo, tmp_path: Path) -> None:  # noqa: ANN001
-    torch.manual_seed(0)
-    model = build(cfg, info)
-    x = torch.randn(5, *info.input_shape)
-    out = model(x)
-    assert out.shape == (5, info.num_outputs)
-    assert count_parameters(model) == sum(p.numel() for p in model.parameters()) > 0
-    # save/load round trip gives identical outputs in eval mode
-    model.eval()
-    expected = model(x)
-    save_weights(model, tmp_path / "m.safetensors")
-    torch.manual_seed(1)
-    again = build(cfg, info).eval()
-    load_weights(again, tmp_path / "m.safetensors")
-    torch.testing.assert_close(again(x), expected, rtol=0, atol=0)
-    # dropout makes train mode stochastic; eval mode is deterministic
-    if getattr(cfg, "dropout", 0) > 0:
-        model.train()
-        assert not torch.equal(model(x), model(x))
-    model.eval()
-    assert torch.equal(model(x), model(x))
+    check_model_contract(cfg, info, torch.randn(5, *info.input_shape), (5, info.num_outputs), tmp_path)
 
 
 def test_mlp_parameter_count_matches_formula() -> None:

@@ -15,7 +15,7 @@ from ember.models.attention import MultiHeadSelfAttention, attention_reference
 from ember.models.gpt import GPT, GPTConfig, flops_per_token
 from ember.models.rnn import LSTMCellReference, RNNConfig, lstm_reference
 from ember.models.transformer import TransformerConfig
-from ember.weights import load_weights, save_weights
+from tests.models.contract import check_model_contract
 
 LM = DataInfo("lm", "tokens", (16,), 50, extra={"vocab_size": 50})
 CLS = DataInfo("classification", "tokens", (12,), 4, extra={"vocab_size": 31, "pad_id": 30})
@@ -95,24 +95,7 @@ def _inputs(info: DataInfo, batch: int = 3) -> torch.Tensor:
 
 @pytest.mark.parametrize(("label", "cfg", "info", "shape"), CASES, ids=[c[0] for c in CASES])
 def test_sequence_model_contract(label: str, cfg, info: DataInfo, shape: tuple, tmp_path: Path) -> None:  # noqa: ANN001
-    torch.manual_seed(0)
-    model = build(cfg, info)
-    x = _inputs(info)
-    out = model(x)
-    assert out.shape == (3, *shape)
-    assert sum(p.numel() for p in model.parameters()) > 0
-    model.eval()
-    expected = model(x)
-    save_weights(model, tmp_path / "m.safetensors")
-    torch.manual_seed(1)
-    again = build(cfg, info).eval()
-    load_weights(again, tmp_path / "m.safetensors")
-    torch.testing.assert_close(again(x), expected, rtol=0, atol=0)
-    if getattr(cfg, "dropout", 0) > 0:
-        model.train()
-        assert not torch.equal(model(x), model(x))
-    model.eval()
-    assert torch.equal(model(x), model(x))
+    check_model_contract(cfg, info, _inputs(info), (3, *shape), tmp_path)
 
 
 @pytest.mark.parametrize("cfg", [RNNConfig(hidden_size=8, embed_dim=4), RNNConfig(hidden_size=8, embed_dim=4, pooling="max"),

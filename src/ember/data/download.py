@@ -11,18 +11,11 @@ from pathlib import Path
 from typing import IO
 
 from ember.errors import DataError
+from ember.weights import sha256_file
 
 __all__ = ["download", "sha256_file"]
 
 Opener = Callable[[str], IO[bytes]]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _urlopen(url: str) -> IO[bytes]:
