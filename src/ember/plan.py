@@ -1,8 +1,13 @@
 """`ember plan`: what a run will cost, without training it.
 
-Parameters, FLOPs per sample (measured with torch's FlopCounterMode on one sample),
+Parameters, FLOPs per sample (measured with torch's `FlopCounterMode` on one sample),
 memory for weights, gradients, optimizer state and activations, and the batch arithmetic.
-Large models are built on the `meta` device, so planning GPT-2 small allocates nothing.
+Models above `META_THRESHOLD` parameters are built on the `meta` device, so planning
+GPT-2 small allocates no weights and runs no real arithmetic.
+
+    >>> result = plan("digits-cnn", ["data.batch_size=128"])
+    >>> result["batch"]["effective"]
+    128
 """
 
 from __future__ import annotations
@@ -16,159 +21,207 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ember import data as data_mod
 from ember import models
-from ember.config import load
+from ember.config import ExperimentConfig, load
 from ember.data.bundle import DataInfo
 from ember.errors import DataError
 
-__all__ = ["plan", "print_plan"]
+__all__ = ["plan", "print_plan", "META_THRESHOLD"]
 
-_META_THRESHOLD = 20_000_000  # parameters above which the model is planned on `meta`
+META_THRESHOLD = 50_000_000  # parameters above which the model is planned on `meta`
+WORLD_SIZE = 1  # single process for now; the batch arithmetic already carries the factor
+_FP32 = 4  # weights, gradients and optimizer state stay fp32 under autocast (bf16/fp16)
+_ACT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+TRAIN_FLOPS_NOTE = "training ~ 3x forward (backward ~ 2x forward)"
 
 
-def _data_info(cfg: Any) -> tuple[DataInfo, int, str | None]:
+def _data_info(cfg: ExperimentConfig) -> tuple[DataInfo, int, str | None]:
+    """The data description, the train-split size and a note when either is assumed."""
     estimate = data_mod.estimated_info(cfg.data)
-    if estimate is not None:
+    if estimate is not None:  # tokenizing a large corpus would take longer than the plan
         return estimate[0], estimate[1], "corpus not tokenized for the plan; vocabulary and sizes estimated"
     try:
         bundle = data_mod.build(cfg.data, cfg.train.seed)
-        return bundle.info, len(bundle.train), None
     except DataError as exc:
         static = data_mod.static_info(cfg.data)
         if static is None:
             raise
-        return static[0], static[1], f"data files absent ({exc}); sizes assumed from the published dataset"
+        return static[0], static[1], f"data files absent; sizes assumed from the published dataset ({exc})"
+    return bundle.info, len(bundle.train), None
 
 
 def _example(info: DataInfo, device: torch.device) -> torch.Tensor:
-    if info.input_kind == "tokens":
-        return torch.zeros(1, *info.input_shape, dtype=torch.long, device=device)
-    return torch.zeros(1, *info.input_shape, device=device)
+    """A batch of one all-zeros sample of the model's input shape."""
+    dtype = torch.long if info.input_kind == "tokens" else torch.float32
+    return torch.zeros(1, *info.input_shape, dtype=dtype, device=device)
 
 
-def _activation_bytes_per_sample(model: nn.Module, x: torch.Tensor, elem: int) -> int:
-    """Bytes of every leaf module's output for one sample: what backward keeps alive."""
+def _leaf_output_elements(model: nn.Module, x: torch.Tensor) -> int:
+    """Elements of every leaf module's output for `x`: roughly what backward keeps alive."""
     total = 0
 
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+    def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
         nonlocal total
         outs = out if isinstance(out, (tuple, list)) else (out,)
         total += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
-    return total * elem
+    return total
 
 
-def _optimizer_slots(cfg: Any) -> int:
+def _forward_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass on `x` (matmuls and convolutions, 2 per multiply-add)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def _optimizer_slots(cfg: ExperimentConfig) -> int:
+    """fp32 tensors of optimizer state per trainable parameter."""
     if cfg.optim.name in ("adam", "adamw"):
-        return 2
-    return 1 if cfg.optim.momentum > 0 else 0
+        return 2  # first and second moments
+    return 1 if cfg.optim.momentum > 0 else 0  # SGD: a momentum buffer, or nothing
+
+
+def _build(cfg: ExperimentConfig, info: DataInfo) -> tuple[nn.Module, torch.device]:
+    """The model on CPU, or on `meta` (no storage) when it has more than META_THRESHOLD params."""
+    with torch.device("meta"):
+        probe = models.build(cfg.model, info)  # shapes only: counting is free at any size
+    if sum(p.numel() for p in probe.parameters()) > META_THRESHOLD:
+        return probe, torch.device("meta")
+    with torch.random.fork_rng(devices=[]):  # a dry run leaves the caller's RNG untouched
+        return models.build(cfg.model, info), torch.device("cpu")
+
+
+def _batch(cfg: ExperimentConfig, train_size: int) -> dict[str, int]:
+    """Effective batch, steps per epoch (as `BatchPlan` counts them) and total steps."""
+    effective = cfg.data.batch_size * cfg.train.grad_accum * WORLD_SIZE
+    per_epoch = train_size // effective if cfg.data.drop_last else math.ceil(train_size / effective)
+    total = cfg.train.epochs * per_epoch
+    if cfg.train.max_steps is not None:
+        total = min(total, cfg.train.max_steps)
+    return {"batch_size": cfg.data.batch_size, "grad_accum": cfg.train.grad_accum, "world_size": WORLD_SIZE,
+            "effective": effective, "steps_per_epoch": per_epoch, "epochs": cfg.train.epochs,
+            "total_steps": total}
 
 
 def plan(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Resolve the config and estimate cost; JSON-able result."""
+    """A dry run of `recipe` with `overrides`: what training would cost, as a JSON-able dict.
+
+    Keys: recipe, config, data, model, flops, memory_bytes, memory_mib, batch, device,
+    precision. Raises `ConfigError` for a bad config and `DataError` when the data is
+    missing and the source has no published sizes to assume.
+    """
     cfg = load(recipe, overrides)
     info, train_size, note = _data_info(cfg)
-    with torch.device("meta"):
-        probe = models.build(cfg.model, info)
-    params = sum(p.numel() for p in probe.parameters())
-    trainable = sum(p.numel() for p in probe.parameters() if p.requires_grad)
-    device = torch.device("meta") if params > _META_THRESHOLD else torch.device("cpu")
-    if device.type == "cpu":
-        torch.manual_seed(0)
-        model = models.build(cfg.model, info)
-    else:
-        model = probe
-    model.eval()
+    model, device = _build(cfg, info)
+    model.eval()  # dropout off: FLOPs and activation sizes do not depend on it
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     x = _example(info, device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    forward = int(counter.get_total_flops())
-    elem = 2 if cfg.train.precision in ("bf16", "fp16") else 4
-    act = _activation_bytes_per_sample(model, x, elem) * cfg.data.batch_size
-    world = 1
-    effective = cfg.data.batch_size * cfg.train.grad_accum * world
-    spe = train_size // effective if cfg.data.drop_last else math.ceil(train_size / effective)
-    total_steps = cfg.train.epochs * spe
-    if cfg.train.max_steps is not None:
-        total_steps = min(total_steps, cfg.train.max_steps)
+    forward = _forward_flops(model, x)
+    activations = _leaf_output_elements(model, x) * cfg.data.batch_size * _ACT_BYTES[cfg.train.precision]
     memory = {
-        "weights": params * 4,
-        "gradients": trainable * 4,
-        "optimizer": trainable * 4 * _optimizer_slots(cfg),
-        "activations": act,
+        "weights": params * _FP32,
+        "gradients": trainable * _FP32,
+        "optimizer": trainable * _FP32 * _optimizer_slots(cfg),
+        "activations": activations,
     }
     memory["total"] = sum(memory.values())
-    result: dict[str, Any] = {
+    batch = _batch(cfg, train_size)
+    flops: dict[str, Any] = {
+        "forward_per_sample": forward,
+        "train_per_sample": 3 * forward,
+        "train_total": 3 * forward * batch["effective"] * batch["total_steps"],
+        "note": TRAIN_FLOPS_NOTE,
+    }
+    if info.input_kind == "tokens" and info.input_shape:
+        tokens = int(info.input_shape[0])
+        flops["forward_per_token"] = forward // tokens
+        flops["train_per_token"] = 3 * forward // tokens
+    data: dict[str, Any] = {"name": cfg.data.name, "train_size": train_size,
+                            "input_shape": list(info.input_shape), "task": info.task,
+                            "num_outputs": info.num_outputs}
+    if note:
+        data["note"] = note
+    return {
         "recipe": cfg.recipe,
         "config": cfg.model_dump(mode="json"),
-        "data": {"name": cfg.data.name, "train_size": train_size, "input_shape": list(info.input_shape),
-                 "task": info.task, "num_outputs": info.num_outputs},
-        "model": {"name": cfg.model.name, "params": params, "trainable_params": trainable},
-        "flops": {"forward_per_sample": forward, "train_per_sample": 3 * forward,
-                  "note": "training ~ 3x forward (backward ~ 2x forward)"},
+        "data": data,
+        "model": {"name": cfg.model.name, "params": params, "trainable_params": trainable,
+                  "planned_on": device.type},
+        "flops": flops,
         "memory_bytes": memory,
-        "batch": {"batch_size": cfg.data.batch_size, "grad_accum": cfg.train.grad_accum, "world_size": world,
-                  "effective": effective, "steps_per_epoch": spe, "epochs": cfg.train.epochs,
-                  "total_steps": total_steps},
+        "memory_mib": {k: round(v / 2**20, 3) for k, v in memory.items()},
+        "batch": batch,
         "device": cfg.train.device,
         "precision": cfg.train.precision,
     }
-    if info.task == "lm":
-        tokens = int(info.input_shape[0])
-        result["flops"]["forward_per_token"] = forward // tokens
-        result["flops"]["train_per_token"] = 3 * forward // tokens
-    if note:
-        result["data"]["note"] = note
-    return result
 
 
 def _count(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    """1234567 -> '1.23M' (K, M, G, T)."""
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
             return f"{n / size:.2f}{unit}"
     return f"{n:.0f}"
 
 
 def _bytes(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
+    """Bytes in KiB, MiB or GiB."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
 
 
 def print_plan(result: dict[str, Any]) -> None:
+    """Print a `plan()` result as rich tables in human units."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"plan: {result['recipe']}", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
     d, m, f, mem, b = (result[k] for k in ("data", "model", "flops", "memory_bytes", "batch"))
-    rows = [
-        ("data", f"{d['name']} ({d['task']}), {d['train_size']:,} train, input {d['input_shape']}"),
-        ("model", f"{m['name']}, {m['params']:,} parameters ({_count(m['params'])})"),
-        ("FLOPs / sample (forward)", _count(f["forward_per_sample"])),
-        ("FLOPs / sample (train, ~3x)", _count(f["train_per_sample"])),
-    ]
-    if "forward_per_token" in f:
-        rows.append(("FLOPs / token (train)", _count(f["train_per_token"])))
-    rows += [
-        ("memory: weights", _bytes(mem["weights"])),
-        ("memory: gradients", _bytes(mem["gradients"])),
-        ("memory: optimizer state", _bytes(mem["optimizer"])),
-        (f"memory: activations (batch {b['batch_size']}, {result['precision']})", _bytes(mem["activations"])),
-        ("memory: total", _bytes(mem["total"])),
-        ("effective batch (batch x accum x world)",
-         f"{b['batch_size']} x {b['grad_accum']} x {b['world_size']} = {b['effective']}"),
-        ("steps per epoch / total", f"{b['steps_per_epoch']:,} / {b['total_steps']:,}"),
-    ]
-    for k, v in rows:
-        table.add_row(k, v)
+    sections: dict[str, list[tuple[str, str]]] = {
+        "data & model": [
+            ("data", f"{d['name']} ({d['task']}), input {tuple(d['input_shape'])}, {d['num_outputs']} outputs"),
+            ("train samples", f"{d['train_size']:,}"),
+            ("model", f"{m['name']}: {_count(m['params'])} parameters ({m['params']:,})"),
+            ("trainable", f"{m['trainable_params']:,}"),
+        ],
+        "FLOPs": [
+            ("forward / sample", _count(f["forward_per_sample"])),
+            ("train / sample (~3x forward)", _count(f["train_per_sample"])),
+            ("train, whole run", _count(f["train_total"])),
+        ],
+        f"memory ({result['precision']}, device {result['device']})": [
+            ("weights (fp32)", _bytes(mem["weights"])),
+            ("gradients (fp32)", _bytes(mem["gradients"])),
+            (f"optimizer state ({result['config']['optim']['name']})", _bytes(mem["optimizer"])),
+            (f"activations (micro-batch {b['batch_size']})", _bytes(mem["activations"])),
+            ("total", _bytes(mem["total"])),
+        ],
+        "batches": [
+            ("effective batch", f"{b['batch_size']} x {b['grad_accum']} accum x {b['world_size']} world "
+                                f"= {b['effective']}"),
+            ("steps / epoch", f"{b['steps_per_epoch']:,}"),
+            ("total steps", f"{b['total_steps']:,} ({b['epochs']} epochs)"),
+        ],
+    }
+    if "train_per_token" in f:
+        sections["FLOPs"].insert(2, ("train / token", _count(f["train_per_token"])))
     console = Console()
-    console.print(table)
+    console.print(f"[bold]plan: {result['recipe']}[/bold] (dry run, nothing trained)")
+    for title, rows in sections.items():
+        table = Table(title=title, show_header=False, title_justify="left", min_width=60)
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        for what, value in rows:
+            table.add_row(what, value)
+        console.print(table)
     if "note" in d:
         console.print(f"note: {d['note']}")

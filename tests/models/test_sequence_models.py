@@ -167,3 +167,16 @@ def test_bad_family_task_pairs() -> None:
         build(TransformerConfig(), DataInfo("classification", "image", (1, 8, 8), 10))
     with pytest.raises(ConfigError, match="divisible"):
         build(GPTConfig(n_embd=30, n_head=4), LM)
+
+
+def test_gpt_attention_recording_path_equals_fast_path() -> None:
+    torch.manual_seed(0)
+    model = build(GPTConfig(n_layer=2, n_head=2, n_embd=16), LM).eval()
+    x = torch.randint(0, 50, (2, 10))
+    fast = model(x)
+    for block in model.blocks:
+        block.attn.keep_attention = True
+    slow = model(x)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    weights = model.blocks[0].attn.last_attention
+    assert weights.shape == (2, 2, 10, 10) and torch.all(weights.triu(1) == 0)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
+from ember.models.attention import attention_reference
 from ember.section import Section
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "build_gpt", "flops_per_token"]
@@ -88,11 +89,10 @@ class CausalSelfAttention(nn.Module):
     def _reference(self, q: Tensor, k: Tensor, v: Tensor, start: int) -> Tensor:
         """softmax(QK^T / sqrt(d)) V written out, keeping the weights for attention maps."""
         t, s = q.shape[2], k.shape[2]
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-        causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=start)
-        weights = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+        causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=start)  # query i sees keys <= start+i
+        y, weights = attention_reference(q, k, v, mask=causal)
         self.last_attention = weights.detach()
-        return weights @ v  # (B, H, T, hd)
+        return y  # (B, H, T, hd)
 
 
 class MLP(nn.Module):
