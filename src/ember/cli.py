@@ -67,6 +67,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--text", action="append", default=None, help="a text to explain (text models)")
     ex.add_argument("--examples", type=int, default=4, help="test examples when no inputs are given")
 
+    xp = sub.add_parser("export", help="export a run's model to ONNX with a parity check")
+    xp.add_argument("run_dir", type=Path)
+    xp.add_argument("--format", default="onnx", choices=["onnx"])
+    xp.add_argument("--int8", action="store_true", help="also write an int8 model (onnxruntime dynamic quantization)")
+    xp.add_argument("--opset", type=int, default=18)
+
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path)
 
@@ -130,6 +136,10 @@ def _run(args: argparse.Namespace) -> int:
         from ember.attribution import explain
 
         print(explain(args.run_dir, args.inputs, args.method, args.target, args.text, args.examples))
+    elif args.command == "export":
+        from ember.export import export_onnx
+
+        print(json.dumps(export_onnx(args.run_dir, int8=args.int8, opset=args.opset), indent=2))
     elif args.command == "report":
         print(api.report(args.run_dir))
     elif args.command == "runs":

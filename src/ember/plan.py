@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils.flop_counter import FlopCounterMode
 
 from ember import data as data_mod
@@ -74,11 +76,45 @@ def _leaf_output_elements(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
+def _rnn_flops(module: nn.RNNBase, x: torch.Tensor | PackedSequence) -> int:
+    """Analytic FLOPs of a recurrent layer: gates x hidden x (input + hidden) x 2 per step."""
+    rows = x.data.shape[0] if isinstance(x, PackedSequence) else x.numel() // module.input_size
+    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    dirs = 2 if module.bidirectional else 1
+    out = module.proj_size or module.hidden_size
+    per_step = sum(dirs * gates * module.hidden_size * ((module.input_size if layer == 0 else out * dirs) + out)
+                   for layer in range(module.num_layers))
+    return 2 * rows * per_step
+
+
 def _forward_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of one forward pass on `x` (matmuls and convolutions, 2 per multiply-add)."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return int(counter.get_total_flops())
+    """FLOPs of one forward pass on `x` (matmuls and convolutions, 2 per multiply-add).
+
+    Attention runs on the math SDPA backend, whose matmuls the counter sees (the fused CPU
+    kernel has no FLOP formula). Fused recurrent kernels (LSTM on CPU) are invisible to the
+    counter too: for those layers the analytic count replaces what it saw.
+    """
+    missing = 0
+    with FlopCounterMode(display=False) as counter:
+        seen: dict[int, int] = {}
+
+        def before(module: nn.Module, _inputs: Any) -> None:
+            seen[id(module)] = counter.get_total_flops()
+
+        def after(module: nn.Module, inputs: Any, _out: Any) -> None:
+            nonlocal missing
+            counted = counter.get_total_flops() - seen.pop(id(module))
+            missing += max(_rnn_flops(module, inputs[0]) - counted, 0)  # type: ignore[arg-type]
+
+        rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+        handles = [h for m in rnns for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+        try:
+            with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+                model(x)
+        finally:
+            for h in handles:
+                h.remove()
+    return int(counter.get_total_flops()) + missing
 
 
 def _optimizer_slots(cfg: ExperimentConfig) -> int:
@@ -157,7 +193,7 @@ def plan(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
                   "planned_on": device.type},
         "flops": flops,
         "memory_bytes": memory,
-        "memory_mib": {k: round(v / 2**20, 3) for k, v in memory.items()},
+        "memory_mib": {k: round(v / 2**20, 6) for k, v in memory.items()},
         "batch": batch,
         "device": cfg.train.device,
         "precision": cfg.train.precision,
@@ -165,8 +201,8 @@ def plan(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
 
 
 def _count(n: float) -> str:
-    """1234567 -> '1.23M' (K, M, G, T)."""
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    """1234567 -> '1.23M' (K, M, G, T, P, E)."""
+    for unit, size in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
             return f"{n / size:.2f}{unit}"
     return f"{n:.0f}"
@@ -188,7 +224,8 @@ def print_plan(result: dict[str, Any]) -> None:
     d, m, f, mem, b = (result[k] for k in ("data", "model", "flops", "memory_bytes", "batch"))
     sections: dict[str, list[tuple[str, str]]] = {
         "data & model": [
-            ("data", f"{d['name']} ({d['task']}), input {tuple(d['input_shape'])}, {d['num_outputs']} outputs"),
+            ("data", f"{d['name']} ({d['task']})"),
+            ("input shape / outputs", f"{tuple(d['input_shape'])} / {d['num_outputs']:,}"),
             ("train samples", f"{d['train_size']:,}"),
             ("model", f"{m['name']}: {_count(m['params'])} parameters ({m['params']:,})"),
             ("trainable", f"{m['trainable_params']:,}"),
@@ -217,9 +254,9 @@ def print_plan(result: dict[str, Any]) -> None:
     console = Console()
     console.print(f"[bold]plan: {result['recipe']}[/bold] (dry run, nothing trained)")
     for title, rows in sections.items():
-        table = Table(title=title, show_header=False, title_justify="left", min_width=60)
-        table.add_column("what")
-        table.add_column("value", justify="right")
+        table = Table(title=title, show_header=False, title_justify="left", width=76)
+        table.add_column("what", ratio=2)
+        table.add_column("value", justify="right", ratio=3)
         for what, value in rows:
             table.add_row(what, value)
         console.print(table)
