@@ -1,7 +1,13 @@
 """Multi-head self-attention (Vaswani et al. 2017), written out and via the fused kernel.
 
-`attention_reference` is softmax(QK^T / sqrt(d)) V spelled out, the version to read and
-the one tested against `F.scaled_dot_product_attention`, which is what training uses.
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V
+
+`attention_reference` spells that out and returns the weights too; it is the version to
+read, the one attention maps come from, and it is tested equal to
+`F.scaled_dot_product_attention` (forward and gradients), which is what training uses.
+
+Masks are boolean with True = "may attend". A query row that may attend to nothing (a
+sequence made only of padding) gets zero output and zero weights, never NaN.
 """
 
 from __future__ import annotations
@@ -16,62 +22,76 @@ __all__ = ["attention_reference", "MultiHeadSelfAttention"]
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
-                        causal: bool = False) -> tuple[Tensor, Tensor]:
+                        causal: bool = False, dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
     """Scaled dot-product attention and its weights.
 
     Args:
-        q, k, v: (B, H, T, d) queries, keys, values (k, v may have their own length S).
+        q: (B, H, T, d) queries; k, v: (B, H, S, d) keys and values.
         mask: boolean, True where attention is allowed, broadcastable to (B, H, T, S).
-        causal: also forbid attending to later positions.
+        causal: also forbid query i from attending to keys j > i (top-left aligned, as SDPA).
+        dropout_p: dropout on the weights before they mix the values (pass 0 in eval).
     Returns:
-        output (B, H, T, d) and weights (B, H, T, S); a row with nothing allowed gets zeros.
+        output (B, H, T, d) and weights (B, H, T, S), the latter before dropout; a query row
+        with nothing allowed gets zero weights and zero output.
     """
     t, s = q.shape[-2], k.shape[-2]
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    allowed = torch.ones(t, s, dtype=torch.bool, device=q.device)
+    allowed = torch.ones(t, s, dtype=torch.bool, device=q.device)  # (T, S)
     if causal:
         allowed = allowed.tril()
     if mask is not None:
-        allowed = allowed & mask
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # all-masked rows: 0, not NaN
-    return weights @ v, weights
+        allowed = allowed & mask  # (B, H, T, S) by broadcasting
+    # The most negative finite value rather than -inf: exp() of it is exactly 0 next to any
+    # real score, and a row with nothing allowed becomes uniform instead of NaN (0/0); the
+    # masked_fill after the softmax then zeroes it, so no NaN reaches outputs or gradients.
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)  # (B, H, T, S)
+    mixed = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    return mixed @ v, weights  # (B, H, T, d), (B, H, T, S)
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Fused QKV projection, H heads, output projection; `key_padding_mask` True = padding.
+    """Fused QKV projection, `n_head` heads, output projection.
 
-    Set `keep_attention = True` (from outside, e.g. for attention maps) to run the
-    reference path and keep the weights in `last_attention` (B, H, T, T).
+    `forward(x, key_padding_mask)` with x (B, T, C) and key_padding_mask (B, T), True =
+    padding. Set `keep_attention = True` (from outside, e.g. for attention maps or
+    rollout) to run the reference path and keep the weights, detached, in
+    `last_attention` (B, H, T, T).
     """
 
-    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 causal: bool = False) -> None:
         super().__init__()
         if d_model % n_head:
             from ember.errors import ConfigError
 
             raise ConfigError(f"model.d_model ({d_model}) must be divisible by model.n_head ({n_head})")
         self.n_head = n_head
+        self.causal = causal
+        self.dropout = dropout  # on the attention weights, training only
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
-        self.dropout = dropout
         self.keep_attention = False
         self.last_attention: Tensor | None = None
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         b, t, c = x.shape  # (B, T, C)
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B,H,T,hd)
-        mask = None
-        if key_padding_mask is not None:
-            allowed = ~key_padding_mask  # (B, T)
-            allowed[:, 0] |= key_padding_mask.all(1)  # an all-padding row attends to position 0, not NaN
-            mask = allowed[:, None, None, :]  # (B, 1, 1, T)
+        q, k, v = self.qkv(x).split(c, dim=2)  # 3 x (B, T, C)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
+        dropout_p = self.dropout if self.training else 0.0
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
         if self.keep_attention:
-            y, weights = attention_reference(q, k, v, mask)
+            y, weights = attention_reference(q, k, v, mask, causal=self.causal, dropout_p=dropout_p)
             self.last_attention = weights.detach()
+        elif mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=self.causal)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(b, t, c)  # (B, T, C)
+            if self.causal:
+                mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()  # (B, 1, T, T)
+            # Kernels disagree on rows with nothing allowed (NaN or 0): let such a row see
+            # every key, then zero its output, which is what the reference path gives.
+            empty = ~mask.any(-1, keepdim=True)  # (B, 1, T or 1, 1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty, dropout_p=dropout_p)
+            y = y.masked_fill(empty, 0.0)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(b, t, c)  # (B, T, C): heads side by side
         return self.proj(y)

@@ -1,15 +1,20 @@
 """GPT: a decoder-only Transformer language model (Radford et al. 2019; layout after nanoGPT).
 
-Pre-norm blocks (LayerNorm -> causal self-attention -> residual; LayerNorm -> GELU MLP ->
-residual), learned positions, final LayerNorm, the output head tied to the token
-embedding, vocabulary padded to a multiple of 64 for fast matmuls. Generation streams
-token ids and uses a KV cache, so each new token costs one position, not the whole window.
+    x_0 = W_te[idx] + W_pe[pos]                               # (B, T, C)
+    x'  = x + Attn_causal(LN_1(x))      x_out = x' + MLP(LN_2(x'))   (per block, pre-norm)
+    logits = LN_f(x_L) W_te^T                                 # (B, T, V_padded), tied head
+
+The output head is tied to the token embedding (Press & Wolf 2017); the vocabulary is
+padded up to a multiple of `vocab_multiple` (64) so the big matmuls run on aligned sizes;
+GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/sqrt(2L)).
+Generation streams token ids and keeps a KV cache, so after the prompt each new token
+costs one position instead of the whole window.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Literal
 
 import torch
@@ -24,6 +29,8 @@ from ember.section import Section
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "build_gpt", "flops_per_token"]
 
+StopIds = Callable[[Tensor], bool] | Collection[int]
+
 
 class GPTConfig(Section):
     """Sizes; `block_size` defaults to the data's window, the vocabulary comes from the data."""
@@ -32,14 +39,17 @@ class GPTConfig(Section):
     n_layer: int = Field(4, ge=1)
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=8)
-    block_size: int | None = Field(None, ge=1)
+    block_size: int | None = Field(None, ge=1, description="context length; default: the data's window")
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = True
-    vocab_multiple: int = Field(64, ge=1)
+    vocab_multiple: int = Field(64, ge=1, description="pad the vocabulary up to a multiple of this")
 
 
 class KVCache:
-    """Keys and values of every layer for positions already processed: (B, H, T_max, hd)."""
+    """Keys and values of every layer for the positions already processed.
+
+    `k[layer]`, `v[layer]`: (B, H, T_max, hd), preallocated; positions `[0, length)` are filled.
+    """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
                  device: torch.device, dtype: torch.dtype) -> None:
@@ -49,8 +59,14 @@ class KVCache:
         self.length = 0
         self.max_len = max_len
 
+    def reset(self) -> None:
+        """Forget every position (the buffers are reused, not reallocated)."""
+        self.length = 0
+
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention that can read and extend a `KVCache`."""
+
     def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool) -> None:
         super().__init__()
         if n_embd % n_head:
@@ -63,39 +79,33 @@ class CausalSelfAttention(nn.Module):
         self.keep_attention = False  # set from outside (explain/report) to record weights
         self.last_attention: Tensor | None = None
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> Tensor:
         b, t, c = x.shape  # (B, T, C)
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
-        start = 0
         if cache is not None:
-            start = cache.length
             cache.k[layer][:, :, start:start + t] = k
             cache.v[layer][:, :, start:start + t] = v
             k = cache.k[layer][:, :, : start + t]  # (B, H, start+T, hd)
             v = cache.v[layer][:, :, : start + t]
-        if self.keep_attention:
-            y = self._reference(q, k, v, start)
-        elif start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.dropout if self.training else 0.0)
-        else:
-            # New queries at positions start..start+T-1 may see every cached key up to themselves.
+        dropout_p = self.dropout if self.training else 0.0
+        if self.keep_attention or start > 0:
+            # Queries sit at positions start..start+T-1; query i sees keys 0..start+i.
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if self.keep_attention:
+                y, weights = attention_reference(q, k, v, mask=mask, dropout_p=dropout_p)
+                self.last_attention = weights.detach()  # (B, H, T, start+T)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # (B, T, C)
         return self.resid_drop(self.c_proj(y))
 
-    def _reference(self, q: Tensor, k: Tensor, v: Tensor, start: int) -> Tensor:
-        """softmax(QK^T / sqrt(d)) V written out, keeping the weights for attention maps."""
-        t, s = q.shape[2], k.shape[2]
-        causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=start)  # query i sees keys <= start+i
-        y, weights = attention_reference(q, k, v, mask=causal)
-        self.last_attention = weights.detach()
-        return y  # (B, H, T, hd)
-
 
 class MLP(nn.Module):
+    """Position-wise feed-forward: C -> 4C -> GELU -> C."""
+
     def __init__(self, n_embd: int, dropout: float, bias: bool) -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
@@ -108,6 +118,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm decoder block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -115,13 +127,13 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, start)  # (B, T, C)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    """Token ids (B, T) -> logits (B, T, V_padded)."""
+    """Token ids (B, T) -> logits (B, T, V_padded); `vocab_size` real ids, the rest padding."""
 
     def __init__(self, cfg: GPTConfig, vocab_size: int, block_size: int) -> None:
         super().__init__()
@@ -138,7 +150,7 @@ class GPT(nn.Module):
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
         self.apply(self._init)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+            if name.endswith("c_proj.weight"):  # GPT-2: residual projections scaled by depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
@@ -150,20 +162,32 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(self, idx: Tensor, kv_cache: KVCache | None = None, start_pos: int | None = None) -> Tensor:
+        """Logits (B, T, V_padded) for idx (B, T) whose first token sits at `start_pos`.
+
+        With `kv_cache`, keys and values are written at positions start_pos..start_pos+T-1,
+        attention also reads the cached positions before them, and `kv_cache.length`
+        becomes start_pos + T. `start_pos` defaults to `kv_cache.length` (0 without a cache).
+        """
+        return self.lm_head(self._features(idx, kv_cache, start_pos))
+
+    def _features(self, idx: Tensor, kv_cache: KVCache | None, start_pos: int | None) -> Tensor:
         b, t = idx.shape  # (B, T)
-        start = cache.length if cache is not None else 0
+        start = start_pos if start_pos is not None else (kv_cache.length if kv_cache is not None else 0)
         if start + t > self.block_size:
-            raise ValueError(f"sequence of {start + t} tokens exceeds block_size {self.block_size}")
+            raise ValueError(f"positions up to {start + t} exceed block_size {self.block_size}")
+        if kv_cache is not None and start > kv_cache.length:
+            raise ValueError(f"start_pos {start} leaves a gap after the {kv_cache.length} cached positions")
         pos = torch.arange(start, start + t, device=idx.device)  # (T,)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
-        if cache is not None:
-            cache.length += t
-        return self.lm_head(self.ln_f(x))  # (B, T, V_padded)
+            x = block(x, kv_cache, i, start)
+        if kv_cache is not None:
+            kv_cache.length = start + t
+        return self.ln_f(x)  # (B, T, C)
 
     def new_cache(self, batch: int) -> KVCache:
+        """An empty cache for `batch` sequences of up to `block_size` positions."""
         p = self.wte.weight
         hd = self.cfg.n_embd // self.cfg.n_head
         return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, self.block_size, hd, p.device, p.dtype)
@@ -171,51 +195,83 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True, vocab_size: int | None = None) -> Iterator[Tensor]:
-        """Yield (B, 1) next-token ids one at a time; greedy when `temperature` is 0.
+                 use_cache: bool = True, stop_ids: StopIds | None = None,
+                 vocab_size: int | None = None) -> Iterator[Tensor]:
+        """Yield the next token ids, (B, 1) each, one step at a time, so callers can stream.
 
-        With `use_cache`, the prompt is processed once and each later step feeds one token;
-        once the window is full it slides, and each step recomputes the last `block_size`.
-        Ids at or above `vocab_size` (vocabulary padding) are never produced.
+        Greedy when `temperature` is 0; otherwise sample from softmax(logits / temperature)
+        after top-k and nucleus (top-p) filtering. Ids at or above `vocab_size` (default:
+        the model's; the rest is vocabulary padding) are never produced. The context is
+        cropped to the last `block_size` tokens. With `use_cache` the prompt is processed
+        once and each step feeds one token; once the window is full every position shifts,
+        so each later step recomputes the last `block_size` tokens, exactly as without the
+        cache. `stop_ids`: a callable taking the (B, 1) ids just produced and returning True
+        to stop, or a collection of ids that stops once every row has produced one; the
+        stopping token is yielded before the generator ends. Call `.eval()` first.
         """
         from ember.generation import sample_next
 
         vocab = vocab_size or self.vocab_size
-        idx = idx[:, -self.block_size:]
+        if not 0 < vocab <= self.padded_vocab:
+            raise ValueError(f"vocab_size {vocab} must be in 1..{self.padded_vocab}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        stop_set = None
+        if stop_ids is not None and not callable(stop_ids):
+            stop_set = torch.tensor(sorted(stop_ids), dtype=torch.long, device=idx.device)
+        done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)  # (B,)
+        idx = idx[:, -self.block_size:]  # (B, T <= block_size)
         cache = self.new_cache(idx.shape[0]) if use_cache else None
-        logits = self(idx, cache)[:, -1, :vocab]  # (B, V)
-        for _ in range(max_new_tokens):
+        logits = self._next_logits(idx, cache, vocab)  # (B, V)
+        for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
             yield nxt
-            idx = torch.cat([idx, nxt], dim=1)
-            if cache is None:
-                logits = self(idx[:, -self.block_size:])[:, -1, :vocab]
-            elif cache.length < self.block_size:
-                logits = self(nxt, cache)[:, -1, :vocab]
+            if stop_ids is not None:
+                if stop_set is None:
+                    if stop_ids(nxt):  # type: ignore[operator]
+                        return
+                else:
+                    done |= torch.isin(nxt[:, 0], stop_set)
+                    if bool(done.all()):
+                        return
+            if step == max_new_tokens - 1:
+                return  # no forward pass for a token nobody will ask for
+            idx = torch.cat([idx, nxt], dim=1)[:, -self.block_size:]  # (B, <= block_size)
+            if cache is not None and cache.length < self.block_size:
+                logits = self._next_logits(nxt, cache, vocab)  # one new position
             else:
-                # The window slides: every position shifts, so cached keys no longer apply.
-                # Recompute the last block_size tokens, exactly as the uncached path does.
-                cache = self.new_cache(idx.shape[0])
-                logits = self(idx[:, -self.block_size:], cache)[:, -1, :vocab]
+                if cache is not None:  # full: positions shift, so cached keys no longer apply
+                    cache.reset()
+                logits = self._next_logits(idx, cache, vocab)
+
+    def _next_logits(self, idx: Tensor, cache: KVCache | None, vocab: int) -> Tensor:
+        """Logits of the real vocabulary (B, vocab) at the last position of idx (B, T)."""
+        h = self._features(idx, cache, None)[:, -1]  # (B, C): the head runs on one position only
+        return self.lm_head(h)[:, :vocab].float()  # padded ids sliced away: never sampled
+
+    @staticmethod
+    def flops_per_token(cfg: GPTConfig, n_params: int, seq_len: int) -> int:
+        """Training FLOPs per token, 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B).
+
+        N: parameters, tied weights counted once, position embeddings excluded (6N is the
+        matmul cost of forward + backward; a position lookup is no matmul). L layers, H
+        heads, Q head size, T the sequence length attended over (the QK^T and AV matmuls).
+        """
+        return 6 * n_params + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * seq_len
 
 
 def flops_per_token(model: GPT, seq_len: int | None = None) -> int:
-    """Training FLOPs per token, 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B).
-
-    N counts parameters once (tied weights once) without the position embeddings; L layers,
-    H heads, Q head size, T sequence length (the attention term).
-    """
-    n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
-    cfg = model.cfg
-    t = seq_len or model.block_size
-    return 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * t
+    """`GPT.flops_per_token` for a built model; N = its parameters less `wpe`, T = block_size."""
+    n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()  # tied counted once
+    return GPT.flops_per_token(model.cfg, n, seq_len or model.block_size)
 
 
 def build_gpt(cfg: GPTConfig, info: DataInfo) -> GPT:
     if info.task != "lm" or info.input_kind != "tokens":
         raise ConfigError(
             f"model.name: 'gpt' is a language model and needs token data with task lm; this data is "
-            f"{info.input_kind}/{info.task} (use transformer, rnn, mlp or cnn)"
+            f"{info.input_kind}/{info.task} (use transformer or rnn for token/series classification, "
+            f"regression or forecast; mlp or cnn otherwise)"
         )
     vocab = int(info.extra.get("vocab_size", info.num_outputs))
     return GPT(cfg, vocab, cfg.block_size or int(info.input_shape[0]))

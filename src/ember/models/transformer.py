@@ -31,6 +31,7 @@ class TransformerConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     positional: Literal["sinusoidal", "learned"] = "sinusoidal"
     pooling: Literal["mean", "cls"] = "mean"
+    max_len: int | None = Field(None, ge=1, description="longest input; default: the data's length")
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -64,7 +65,8 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tokens = info.input_kind == "tokens"
-        length = int(info.input_shape[0]) + (1 if cfg.pooling == "cls" else 0)
+        self.max_len = cfg.max_len or int(info.input_shape[0])
+        length = self.max_len + (1 if cfg.pooling == "cls" else 0)  # positions, [CLS] included
         self.pad_id = info.extra.get("pad_id") if self.tokens else None
         if self.tokens:
             self.embed: nn.Module = nn.Embedding(int(info.extra["vocab_size"]), cfg.d_model)
@@ -80,7 +82,9 @@ class TransformerClassifier(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, info.num_outputs)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:  # (B, T) ids or (B, T, F) -> (B, num_outputs)
+        if x.shape[1] > self.max_len:
+            raise ValueError(f"sequence of {x.shape[1]} exceeds max_len {self.max_len}")
         pad = (x == self.pad_id) if self.pad_id is not None else None  # (B, T) True = padding
         h = self.embed(x) * (math.sqrt(self.cfg.d_model) if self.tokens else 1.0)  # (B, T, C)
         if self.cls is not None:
