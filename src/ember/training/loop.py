@@ -127,7 +127,10 @@ def fit(
                         keep=tc.keep_checkpoints)
 
     amp = (lambda: contextlib.nullcontext()) if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
-    loss_acc = torch.zeros((), device=device)  # summed on the device; read only when logging
+    # The finite check reads each step's loss anyway (one scalar), so the running sum for
+    # logging is a plain float and costs no extra tensor ops.
+    loss_acc = 0.0
+    move = device.type != "cpu"  # batches are built on the CPU
     steps_acc, samples_acc, t_log = 0, 0, time.perf_counter()
     reporter.start(total_steps, state.step, cfg.recipe)
     model.train()
@@ -144,16 +147,18 @@ def fit(
                 count = task.count(batches[0][1]) if len(batches) == 1 else sum(task.count(y) for _, y in batches)
                 step_loss = None
                 for x, y in batches:
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    if move:
+                        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     with amp():
                         out = forward(x)
                     loss = task.loss(out, y, count)
                     (scaler.scale(loss) if scaler else loss).backward()
                     step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
-                if not torch.isfinite(step_loss).item():
+                loss_value = step_loss.item()
+                if not math.isfinite(loss_value):
                     if tc.nonfinite == "stop":
                         raise NonFiniteLossError(
-                            f"non-finite loss ({float(step_loss)}) at step {state.step + 1} (epoch {epoch + 1}); "
+                            f"non-finite loss ({loss_value}) at step {state.step + 1} (epoch {epoch + 1}); "
                             "lower optim.lr, set train.grad_clip, or train.nonfinite=skip"
                         )
                     optimizer.zero_grad(set_to_none=True)
@@ -170,7 +175,7 @@ def fit(
                     else:
                         optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                    loss_acc += step_loss
+                    loss_acc += loss_value
                     steps_acc += 1
                 state.step += 1
                 state.pos += 1
@@ -181,12 +186,12 @@ def fit(
                 sps = None
                 if state.step % tc.log_every == 0 or state.step == total_steps:
                     now = time.perf_counter()
-                    logged = float(loss_acc) / max(steps_acc, 1)
+                    logged = loss_acc / max(steps_acc, 1)
                     sps = samples_acc / max(now - t_log, 1e-9)
                     run.append_metrics({"split": "train", "step": state.step, "epoch": epoch + 1,
                                         "loss": logged, "lr": lr, "samples_per_s": sps,
                                         "time_s": state.train_time_s + now - t_epoch})
-                    loss_acc.zero_()
+                    loss_acc = 0.0
                     steps_acc, samples_acc, t_log = 0, 0, now
                 reporter.step(state.step, total_steps, logged, sps, lr)
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
