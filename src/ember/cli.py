@@ -73,6 +73,15 @@ def _build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--int8", action="store_true", help="also write an int8 model (onnxruntime dynamic quantization)")
     xp.add_argument("--opset", type=int, default=18)
 
+    sv = sub.add_parser("serve", help="serve a run over HTTP (FastAPI + uvicorn) with dynamic batching")
+    sv.add_argument("run_dir", type=Path)
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--runtime", default="torch", help="torch or onnx (needs `ember export` first)")
+    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request")
+    sv.add_argument("--max-batch", type=int, default=32)
+    sv.add_argument("--max-wait-ms", type=float, default=5.0)
+
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path)
 
@@ -140,6 +149,14 @@ def _run(args: argparse.Namespace) -> int:
         from ember.export import export_onnx
 
         print(json.dumps(export_onnx(args.run_dir, int8=args.int8, opset=args.opset), indent=2))
+    elif args.command == "serve":
+        import uvicorn
+
+        from ember.serve import create_app
+
+        app = create_app(args.run_dir, args.runtime, args.api_key, args.max_batch, args.max_wait_ms)
+        # uvicorn finishes in-flight requests on SIGINT/SIGTERM before it exits.
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     elif args.command == "report":
         print(api.report(args.run_dir))
     elif args.command == "runs":

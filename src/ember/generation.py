@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ember.errors import ConfigError, RunError
 
-__all__ = ["generate", "sample_next", "generate_ids", "load_tokenizer"]
+__all__ = ["generate", "generate_text", "sample_next", "generate_ids", "load_tokenizer"]
 
 
 def load_tokenizer(run_path: Path) -> Any:
@@ -70,19 +70,27 @@ def generate(run_dir: str | Path, prompt: str, max_new_tokens: int = 200, temper
     from ember.api import load_run
 
     loaded = load_run(run_dir)
-    if loaded.info.task != "lm":
-        raise ConfigError(f"generate needs a language-model run; '{run_dir}' is a {loaded.info.task} run")
+    yield from generate_text(loaded.model, load_tokenizer(loaded.run.path), loaded.info, prompt, max_new_tokens,
+                             temperature, top_k, top_p, seed, stop)
+
+
+def generate_text(model: nn.Module, tok: Any, info: Any, prompt: str, max_new_tokens: int = 200,
+                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+                  stop: list[str] | None = None) -> Iterator[str]:
+    """`generate` for an already loaded model and tokenizer (the server keeps them in memory)."""
+    if info.task != "lm":
+        raise ConfigError(f"generate needs a language-model run; this is a {info.task} run")
     if temperature < 0 or (top_p is not None and not 0 < top_p <= 1) or (top_k is not None and top_k < 1):
         raise ConfigError("--temperature must be >= 0, --top-p in (0, 1], --top-k >= 1")
-    tok = load_tokenizer(loaded.run.path)
     ids = tok.encode(prompt) or [0]
     idx = torch.tensor([ids], dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
-    vocab = int(loaded.info.extra.get("vocab_size", loaded.info.num_outputs))
-    block = int(loaded.info.input_shape[0])
+    vocab = int(info.extra.get("vocab_size", info.num_outputs))
+    block = int(info.input_shape[0])
+    model.eval()
     new: list[int] = []
     shown = ""
-    for token in generate_ids(loaded.model, idx, max_new_tokens, block, vocab, temperature, top_k, top_p, gen):
+    for token in generate_ids(model, idx, max_new_tokens, block, vocab, temperature, top_k, top_p, gen):
         new.append(token)
         text = tok.decode(new)
         if "\ufffd" in text[len(shown):]:

@@ -1,0 +1,216 @@
+"""The REST server: a FastAPI app over a finished run, with dynamic micro-batching.
+
+    GET  /health          liveness (no key needed)
+    GET  /v1/model        task, classes, input schema, run
+    POST /v1/predict      {"inputs": item | [items]}: numbers, base64 images or text
+    POST /v1/generate     language models: text, or server-sent events with "stream": true
+    GET  /metrics         Prometheus text: requests, errors, latency, batch sizes
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ember.errors import ConfigError, EmberError
+from ember.serve.batcher import MicroBatcher
+
+__all__ = ["create_app"]
+
+
+class PredictRequest(BaseModel):
+    inputs: Any = Field(..., description="one item or a list: numbers, {'image': base64}, or text")
+
+
+class GenerateRequest(BaseModel):
+    prompt: str = ""
+    max_new_tokens: int = Field(100, ge=1, le=4096)
+    temperature: float = Field(0.8, ge=0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int = 0
+    stop: list[str] | None = None
+    stream: bool = False
+
+
+def _runner(loaded: Any, runtime: str) -> Any:
+    if runtime == "torch":
+        model = loaded.model.eval()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return model(x).float()
+
+        return run
+    path = loaded.run.path / "export" / "model.onnx"
+    if not path.is_file():
+        raise ConfigError(f"--runtime onnx: '{loaded.run.path}' has no export/model.onnx; run: ember export {loaded.run.path}")
+    from ember.export.onnx import _session
+
+    session = _session(path)
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
+    """One request item -> a (1, ...) input tensor, or HTTP 422 saying what was expected."""
+    info = loaded.info
+    kind = info.input_kind
+    if kind == "image":
+        data = item.get("image") if isinstance(item, dict) else item
+        if not isinstance(data, str):
+            raise HTTPException(422, "image models take {'image': '<base64 PNG or JPEG>'} items")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(422, "'image' is not valid base64") from None
+        from ember.data.images import read_image
+
+        try:
+            return read_image(io.BytesIO(raw), info)[None]  # type: ignore[arg-type]
+        except EmberError as exc:
+            raise HTTPException(422, str(exc)) from None
+    if kind == "tokens":
+        if not isinstance(item, str):
+            raise HTTPException(422, "text models take strings")
+        from ember.inputs import encode_text
+
+        return encode_text(item, info, tokenizer)
+    if isinstance(item, dict) and kind == "tabular":
+        missing = [f for f in info.feature_names if f not in item]
+        if missing:
+            raise HTTPException(422, f"missing features {missing}; expected {list(info.feature_names)}")
+        item = [item[f] for f in info.feature_names]
+    if not isinstance(item, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item):
+        raise HTTPException(422, f"{kind} models take lists of numbers")
+    values = torch.tensor(item, dtype=torch.float32)
+    if kind == "tabular":
+        if len(values) != info.input_shape[0]:
+            raise HTTPException(422, f"expected {info.input_shape[0]} numbers ({', '.join(info.feature_names)}), got {len(values)}")
+        mean, std = torch.tensor(info.mean), torch.tensor(info.std)
+        return ((values - mean) / std)[None] if len(info.mean) else values[None]
+    window = int(info.input_shape[0])
+    if len(values) < window:
+        raise HTTPException(422, f"expected at least {window} values, got {len(values)}")
+    return ((values[-window:] - info.mean[0]) / info.std[0]).view(1, window, 1)
+
+
+def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None = None, max_batch: int = 32,
+               max_wait_ms: float = 5.0, max_body_bytes: int = 2 * 2**20) -> FastAPI:
+    """Build the app for a run (loaded once)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from ember.api import load_run
+
+    if runtime not in ("torch", "onnx"):
+        raise ConfigError(f"--runtime: got '{runtime}'; valid: torch, onnx")
+    if max_batch < 1 or max_wait_ms < 0:
+        raise ConfigError("--max-batch must be >= 1 and --max-wait-ms >= 0")
+    loaded = load_run(run_dir)
+    tokenizer = None
+    if loaded.info.input_kind == "tokens":
+        from ember.generation import load_tokenizer
+
+        tokenizer = load_tokenizer(loaded.run.path)
+    registry = CollectorRegistry()
+    requests = Counter("ember_requests_total", "HTTP requests", ["path"], registry=registry)
+    errors = Counter("ember_errors_total", "HTTP responses with status >= 400", ["path", "status"], registry=registry)
+    latency = Histogram("ember_request_seconds", "request latency", ["path"], registry=registry)
+    batch_sizes = Histogram("ember_batch_size", "rows per model batch", registry=registry,
+                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    batcher = MicroBatcher(_runner(loaded, runtime), max_batch, max_wait_ms, batch_sizes.observe)
+    app = FastAPI(title="Ember model server", version="1", description=f"Serving {loaded.run.path.name}")
+
+    @app.on_event("startup")
+    async def _start() -> None:
+        batcher.start()
+
+    @app.on_event("shutdown")
+    async def _stop() -> None:
+        await batcher.stop()
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        start = time.perf_counter()
+        if api_key and path not in ("/health",):
+            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+            if given != api_key:
+                response: Response = JSONResponse({"detail": "missing or wrong API key"}, status_code=401)
+                return _count(response, path, start)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return _count(JSONResponse({"detail": f"body over {max_body_bytes} bytes"}, status_code=413), path, start)
+        response = await call_next(request)
+        return _count(response, path, start)
+
+    def _count(response: Response, path: str, start: float) -> Response:
+        known = path if path in {r.path for r in app.routes} else "other"  # bounded label values
+        requests.labels(known).inc()
+        latency.labels(known).observe(time.perf_counter() - start)
+        if response.status_code >= 400:
+            errors.labels(known, str(response.status_code)).inc()
+        return response
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        info = loaded.info
+        return {"run": loaded.run.path.name, "recipe": loaded.config.recipe, "task": info.task,
+                "input_kind": info.input_kind, "input_shape": list(info.input_shape),
+                "classes": list(info.class_names), "features": list(info.feature_names), "runtime": runtime,
+                "parent": json.loads((loaded.run.path / "compression.json").read_text()).get("parent")
+                if (loaded.run.path / "compression.json").is_file() else None}
+
+    @app.post("/v1/predict")
+    async def predict(body: PredictRequest) -> dict[str, Any]:
+        items = body.inputs if isinstance(body.inputs, list) and not (
+            loaded.info.input_kind in ("tabular", "series") and body.inputs and not isinstance(body.inputs[0], (list, dict))
+        ) else [body.inputs]
+        if not items:
+            raise HTTPException(422, "inputs is empty")
+        if len(items) > 1024:
+            raise HTTPException(413, "at most 1024 items per request")
+        x = torch.cat([_parse_item(item, loaded, tokenizer) for item in items])
+        out = await batcher.submit(x)
+        return {"predictions": loaded.task.predict(out)}
+
+    @app.post("/v1/generate", response_model=None)
+    async def generate(body: GenerateRequest) -> Any:
+        if loaded.info.task != "lm" or runtime != "torch":
+            raise HTTPException(400, "generate needs a language-model run served with --runtime torch")
+        from starlette.concurrency import iterate_in_threadpool
+
+        from ember.generation import generate_text
+
+        pieces = generate_text(loaded.model, tokenizer, loaded.info, body.prompt, body.max_new_tokens,
+                               body.temperature, body.top_k, body.top_p, body.seed, body.stop)
+        if not body.stream:
+            text = "".join([p async for p in iterate_in_threadpool(pieces)])
+            return {"prompt": body.prompt, "text": text}
+
+        async def events() -> Any:
+            async for piece in iterate_in_threadpool(pieces):
+                yield f"data: {json.dumps({'text': piece})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
+
+    return app
