@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU wheel of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install install-dev lint clean
+.PHONY: demo test install install-dev lint clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/ember train digits-cnn
 
-test: install-dev
+# Debian's Chromium for the playground's browser test (root on CI and these machines);
+# elsewhere the test is skipped with a message saying so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium not installed: the playground browser test will be skipped"; }
+
+test: install-dev browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q tests
 

@@ -19,7 +19,13 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from pydantic import BaseModel, Field
 
 from ember.errors import ConfigError, EmberError
@@ -30,6 +36,17 @@ __all__ = ["create_app"]
 
 class PredictRequest(BaseModel):
     inputs: Any = Field(..., description="one item or a list: numbers, {'image': base64}, or text")
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "malformed input; the message says what was expected"},
+    401: {"model": ErrorBody, "description": "missing or wrong API key"},
+    413: {"model": ErrorBody, "description": "request body or item count over the limit"},
+}
 
 
 class GenerateRequest(BaseModel):
@@ -69,39 +86,41 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
     if kind == "image":
         data = item.get("image") if isinstance(item, dict) else item
         if not isinstance(data, str):
-            raise HTTPException(422, "image models take {'image': '<base64 PNG or JPEG>'} items")
+            raise HTTPException(400, "image models take {'image': '<base64 PNG or JPEG>'} items")
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            raise HTTPException(422, "'image' is not valid base64") from None
+            raise HTTPException(400, "'image' is not valid base64") from None
         from ember.data.images import read_image
 
         try:
             return read_image(io.BytesIO(raw), info)[None]  # type: ignore[arg-type]
         except EmberError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(400, str(exc)) from None
     if kind == "tokens":
         if not isinstance(item, str):
-            raise HTTPException(422, "text models take strings")
+            raise HTTPException(400, "text models take strings")
         from ember.inputs import encode_text
 
         return encode_text(item, info, tokenizer)
     if isinstance(item, dict) and kind == "tabular":
         missing = [f for f in info.feature_names if f not in item]
         if missing:
-            raise HTTPException(422, f"missing features {missing}; expected {list(info.feature_names)}")
+            raise HTTPException(400, f"missing features {missing}; expected {list(info.feature_names)}")
         item = [item[f] for f in info.feature_names]
     if not isinstance(item, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item):
-        raise HTTPException(422, f"{kind} models take lists of numbers")
+        raise HTTPException(400, f"{kind} models take lists of numbers")
     values = torch.tensor(item, dtype=torch.float32)
+    if not torch.isfinite(values).all():
+        raise HTTPException(400, "values must be finite numbers within float32 range")
     if kind == "tabular":
         if len(values) != info.input_shape[0]:
-            raise HTTPException(422, f"expected {info.input_shape[0]} numbers ({', '.join(info.feature_names)}), got {len(values)}")
+            raise HTTPException(400, f"expected {info.input_shape[0]} numbers ({', '.join(info.feature_names)}), got {len(values)}")
         mean, std = torch.tensor(info.mean), torch.tensor(info.std)
         return ((values - mean) / std)[None] if len(info.mean) else values[None]
     window = int(info.input_shape[0])
     if len(values) < window:
-        raise HTTPException(422, f"expected at least {window} values, got {len(values)}")
+        raise HTTPException(400, f"expected at least {window} values, got {len(values)}")
     return ((values[-window:] - info.mean[0]) / info.std[0]).view(1, window, 1)
 
 
@@ -143,7 +162,7 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     async def guard(request: Request, call_next: Any) -> Response:
         path = request.url.path
         start = time.perf_counter()
-        if api_key and path not in ("/health",):
+        if api_key and path not in ("/health", "/"):
             given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
             if given != api_key:
                 response: Response = JSONResponse({"detail": "missing or wrong API key"}, status_code=401)
@@ -162,11 +181,17 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
             errors.labels(known, str(response.status_code)).inc()
         return response
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def playground() -> str:
+        from ember.serve.playground import playground_html
+
+        return playground_html(loaded.info, loaded.run.path.name)
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", responses={401: ERRORS[401]})
     async def model_info() -> dict[str, Any]:
         info = loaded.info
         return {"run": loaded.run.path.name, "recipe": loaded.config.recipe, "task": info.task,
@@ -175,20 +200,20 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
                 "parent": json.loads((loaded.run.path / "compression.json").read_text()).get("parent")
                 if (loaded.run.path / "compression.json").is_file() else None}
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", responses=ERRORS)
     async def predict(body: PredictRequest) -> dict[str, Any]:
         items = body.inputs if isinstance(body.inputs, list) and not (
             loaded.info.input_kind in ("tabular", "series") and body.inputs and not isinstance(body.inputs[0], (list, dict))
         ) else [body.inputs]
         if not items:
-            raise HTTPException(422, "inputs is empty")
+            raise HTTPException(400, "inputs is empty")
         if len(items) > 1024:
             raise HTTPException(413, "at most 1024 items per request")
         x = torch.cat([_parse_item(item, loaded, tokenizer) for item in items])
         out = await batcher.submit(x)
         return {"predictions": loaded.task.predict(out)}
 
-    @app.post("/v1/generate", response_model=None)
+    @app.post("/v1/generate", response_model=None, responses=ERRORS)
     async def generate(body: GenerateRequest) -> Any:
         if loaded.info.task != "lm" or runtime != "torch":
             raise HTTPException(400, "generate needs a language-model run served with --runtime torch")
@@ -209,7 +234,8 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, 401: ERRORS[401]})
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
