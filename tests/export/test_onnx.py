@@ -14,6 +14,8 @@ from tests.conftest import run_cli
 FAMILIES = {
     "digits-cnn": ["train.epochs=1", "data.limit=200", "model.channels=[4,8]", "model.hidden=[16]"],
     "iris-mlp": ["train.epochs=2"],
+    "stdlib-modules-lstm": ["train.max_steps=3", "data.per_class=8", "data.max_len=32", "model.hidden_size=8",
+                            "model.num_layers=2"],
     "stdlib-modules-transformer": ["train.max_steps=3", "data.per_class=8", "data.max_len=32", "model.d_model=16",
                                    "model.d_ff=16"],
     "stdlib-char-gpt": ["data.max_chars=120000", "data.block_size=32", "model.n_layer=1", "model.n_embd=32",
@@ -36,16 +38,6 @@ def test_export_parity_for_every_family(recipe: str, tmp_path: Path) -> None:
 
         assert len(generate_onnx(run.path, "def ", max_new_tokens=10, temperature=0)) >= 1
     assert json.loads((run.path / "export" / "export.json").read_text()) == result
-
-
-def test_packed_rnn_classifier_is_refused_clearly(tmp_path: Path) -> None:
-    from ember.errors import ConfigError
-
-    run = ember.train("stdlib-modules-lstm", ["train.max_steps=2", "data.per_class=8", "data.max_len=32",
-                                              "model.hidden_size=8", f"log.runs_dir={tmp_path}", "log.report=false"],
-                      verbose=False)
-    with pytest.raises(ConfigError, match="pack their sequences"):
-        export_onnx(run.path)
 
 
 def test_int8_and_bad_opset(tmp_path: Path) -> None:

@@ -236,3 +236,20 @@ def test_gpt_attention_recording_path_equals_fast_path() -> None:
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     weights = model.blocks[0].attn.last_attention
     assert weights.shape == (2, 2, 10, 10) and torch.all(weights.triu(1) == 0)
+
+
+@pytest.mark.parametrize("cfg", [
+    RNNConfig(cell="lstm", hidden_size=8, embed_dim=6, bidirectional=True, num_layers=2, pooling="mean"),
+    RNNConfig(cell="gru", hidden_size=8, embed_dim=6, bidirectional=True, pooling="last"),
+    RNNConfig(cell="rnn", hidden_size=8, embed_dim=6, pooling="max"),
+])
+def test_rnn_export_path_equals_packed_path(cfg) -> None:  # noqa: ANN001
+    """The unpacked computation used under torch.export gives the packed model's numbers."""
+    torch.manual_seed(0)
+    model = build(cfg, CLS).eval()
+    x = torch.randint(0, 30, (3, 12))
+    x[0, 5:], x[1, 9:] = 30, 30
+    with torch.no_grad():
+        packed = model(x)
+        unpacked = model.head(model._pool(model._unpacked(model.embed(x), x != 30), x))
+    torch.testing.assert_close(unpacked, packed, rtol=1e-5, atol=1e-6)

@@ -103,9 +103,7 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
                               input_names=["input"], output_names=["output"],
                               dynamic_shapes=_dynamic_shapes(info), verbose=False)
         except Exception as exc:  # noqa: BLE001  (torch.export's errors are many and long)
-            packed = any(isinstance(m, nn.RNNBase) for m in model.modules()) and info.extra.get("pad_id") is not None
-            why = ("padded RNN classifiers pack their sequences, which torch.export cannot trace yet"
-                   if packed else str(exc).strip().splitlines()[0][:200])
+            why = str(exc).strip().splitlines()[0][:200]
             raise ConfigError(f"cannot export '{loaded.run.path.name}' to ONNX: {why}") from None
         # The exporter may put weights in a side file; keep one self-contained file instead.
         import onnx

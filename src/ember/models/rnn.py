@@ -96,7 +96,9 @@ class RNNModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.embed(x)  # (B, T, E) or (B, T, F)
-        if self.pad_id is not None and self.task != "lm":
+        if self.pad_id is not None and self.task != "lm" and torch.compiler.is_exporting():
+            out = self._unpacked(h, x != self.pad_id)  # same numbers, traceable by torch.export
+        elif self.pad_id is not None and self.task != "lm":
             # Pack so that neither direction ever reads padding (the backward one would start there).
             lengths = (x != self.pad_id).sum(1).clamp_min(1).cpu()
             packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
@@ -108,6 +110,36 @@ class RNNModel(nn.Module):
         if self.task == "lm":
             return self.head(out)  # (B, T, V)
         return self.head(self._pool(out, x))  # (B, num_outputs)
+
+    def _unpacked(self, h: Tensor, valid: Tensor) -> Tensor:
+        """The packed computation without packing (which torch.export cannot trace).
+
+        Padding is on the right, so a forward direction reads it only after the real tokens;
+        a backward direction runs forward over each sequence reversed within its own length,
+        then is reversed back. Layer by layer, with the module's own weights.
+        """
+        b, t, _ = h.shape
+        lengths = valid.long().sum(1).clamp_min(1)  # (B,)
+        pos = torch.arange(t, device=h.device).expand(b, t)
+        flip = torch.where(pos < lengths[:, None], lengths[:, None] - 1 - pos, pos)  # (B, T) within-length reversal
+
+        def reverse(z: Tensor) -> Tensor:
+            return z.gather(1, flip.unsqueeze(-1).expand_as(z))
+
+        cls = type(self.rnn)
+        out = h
+        for layer in range(self.cfg.num_layers):
+            single = cls(out.shape[-1], self.cfg.hidden_size, batch_first=True, device=h.device)
+            directions = []
+            for suffix in ([""] + (["_reverse"] if self.cfg.bidirectional else [])):
+                weights = {name: getattr(self.rnn, f"{name}_l{layer}{suffix}")
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+                params = {f"{k}_l0": v for k, v in weights.items()}
+                source = reverse(out) if suffix else out
+                result, _ = torch.func.functional_call(single, params, (source,))
+                directions.append(reverse(result) if suffix else result)
+            out = torch.cat(directions, dim=-1)  # (B, T, W); eval mode: no dropout between layers
+        return out
 
     def _pool(self, out: Tensor, x: Tensor) -> Tensor:
         b, t, _ = out.shape
