@@ -60,6 +60,7 @@ def test_draw_a_digit_in_chromium(tmp_path: Path) -> None:
             page.click("#send")
             page.wait_for_selector("#label", timeout=20000)
             label = page.inner_text("#label")
+            page.wait_for_selector("#saliency[data-ready='1']", timeout=20000)  # the saliency overlay
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "playground.png"))
             browser.close()

@@ -54,6 +54,9 @@ def test_endpoints_and_predict(runs: dict[str, Path]) -> None:
         for bad in ({"inputs": {"image": "%%%"}}, {"inputs": [1, 2]}, {"wrong": 1}, {"inputs": []}):
             r = client.post("/v1/predict", json=bad)
             assert 400 <= r.status_code < 500 and r.json()["detail"]
+        sal = client.post("/v1/explain", json={"inputs": {"image": img}}).json()
+        assert sal["label"] == one[0]["label"] and np.asarray(sal["saliency"]).shape == (8, 8)
+        assert np.asarray(sal["saliency"]).max() == 1.0
         assert client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
         assert client.post("/v1/generate", json={"prompt": "x"}).status_code == 400
         text = client.get("/metrics").text

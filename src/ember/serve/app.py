@@ -234,6 +234,27 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    @app.post("/v1/explain", responses=ERRORS)
+    async def explain(body: PredictRequest) -> dict[str, Any]:
+        """Saliency (|d score / d pixel|) for one image, toward the predicted class."""
+        if loaded.info.input_kind != "image" or runtime != "torch":
+            raise HTTPException(400, "explain serves saliency for image models with --runtime torch")
+        x = _parse_item(body.inputs[0] if isinstance(body.inputs, list) and body.inputs else body.inputs,
+                        loaded, tokenizer)
+        from starlette.concurrency import run_in_threadpool
+
+        from ember.attribution import attribute
+
+        def saliency() -> dict[str, Any]:
+            with torch.no_grad():
+                target = int(loaded.model(x).argmax(-1)[0])
+            attr = attribute("saliency", loaded.model, loaded.info, x, target)
+            peak = float(attr.values.max()) or 1.0
+            label = loaded.info.class_names[target] if loaded.info.class_names else str(target)
+            return {"label": label, "saliency": (attr.values / peak).round(4).tolist()}
+
+        return await run_in_threadpool(saliency)
+
     @app.get("/metrics", response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, 401: ERRORS[401]})
     async def metrics() -> PlainTextResponse:

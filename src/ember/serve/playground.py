@@ -39,9 +39,17 @@ if(KIND==='image'){
   c.onpointermove=e=>{if(!down)return;const[x,y]=pos(e);g.lineTo(x,y);g.stroke();};
   window.onpointerup=()=>{down=false;};
   document.getElementById('clear').onclick=()=>{g.fillStyle='#000';g.fillRect(0,0,c.width,c.height);};
-  document.getElementById('send').onclick=()=>predict({image:c.toDataURL('image/png').split(',')[1]});
+  async function withSaliency(item){
+    await predict(item);
+    const r=await fetch('/v1/explain',{method:'POST',headers:headers(),body:JSON.stringify({inputs:item})});
+    if(!r.ok)return;const s=(await r.json()).saliency;const o=document.getElementById('saliency'),q=o.getContext('2d');
+    const h=s.length,w=s[0].length,cw=o.width/w,ch=o.height/h;q.clearRect(0,0,o.width,o.height);
+    for(let i=0;i<h;i++)for(let j=0;j<w;j++){q.fillStyle=`rgba(255,40,40,${s[i][j].toFixed(3)})`;q.fillRect(j*cw,i*ch,cw,ch);}
+    o.dataset.ready='1';
+  }
+  document.getElementById('send').onclick=()=>withSaliency({image:c.toDataURL('image/png').split(',')[1]});
   document.getElementById('file').onchange=e=>{const f=e.target.files[0];const r=new FileReader();
-    r.onload=()=>predict({image:r.result.split(',')[1]});r.readAsDataURL(f);};
+    r.onload=()=>withSaliency({image:r.result.split(',')[1]});r.readAsDataURL(f);};
 } else if(TASK==='lm'){
   document.getElementById('send').onclick=async()=>{
     const out=document.getElementById('result');out.innerHTML='<pre id="label"></pre>';const pre=document.getElementById('label');
@@ -64,7 +72,8 @@ def playground_html(info: Any, run_name: str) -> str:
     kind, task = info.input_kind, info.task
     if kind == "image":
         controls = ('<p>Draw a digit (white on black) or upload an image.</p>'
-                    '<canvas id="pad" width="280" height="280"></canvas><br>'
+                    '<canvas id="pad" width="280" height="280"></canvas> '
+                    '<canvas id="saliency" width="280" height="280" title="saliency"></canvas><br>'
                     '<button id="send">Predict</button><button id="clear">Clear</button>'
                     '<input type="file" id="file" accept="image/*">')
     elif task == "lm":
