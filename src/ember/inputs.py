@@ -17,7 +17,7 @@ from ember.data.bundle import DataInfo
 from ember.data.images import IMAGE_SUFFIXES, read_image
 from ember.errors import DataError
 
-__all__ = ["read_inputs", "encode_text"]
+__all__ = ["read_inputs", "encode_text", "series_window"]
 
 
 def encode_text(text: str, info: DataInfo, tokenizer: Any) -> Tensor:
@@ -35,6 +35,12 @@ def encode_text(text: str, info: DataInfo, tokenizer: Any) -> Tensor:
     return x
 
 
+def series_window(values: Tensor, info: DataInfo) -> Tensor:
+    """The last `window` values, normalised like training: (1, window, 1). Needs enough values."""
+    window = int(info.input_shape[0])
+    return ((values[-window:].float() - info.mean[0]) / info.std[0]).view(1, window, 1)
+
+
 def _read_series(path: Path, info: DataInfo) -> Tensor:
     window = int(info.input_shape[0])
     with open(path, newline="") as f:
@@ -49,8 +55,7 @@ def _read_series(path: Path, info: DataInfo) -> Tensor:
             raise DataError(f"'{path}' row {i + 2}: {row!r} does not end in a number") from None
     if len(values) < window:
         raise DataError(f"'{path}': {len(values)} values, this model needs the last {window}")
-    x = torch.tensor(values[-window:], dtype=torch.float32)
-    return ((x - info.mean[0]) / info.std[0]).view(1, window, 1)
+    return series_window(torch.tensor(values, dtype=torch.float32), info)
 
 
 def read_inputs(paths: list[Path], info: DataInfo, tokenizer: Any = None,

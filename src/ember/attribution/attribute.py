@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ember.attribution.methods import embedding_layer, forward_fn, last_conv, rollout
 from ember.data.bundle import DataInfo
+from ember.models.attention import record_attention
 
 __all__ = ["Attribution", "attribute"]
 
@@ -169,16 +170,7 @@ def _lime_text(model: nn.Module, info: DataInfo, text: str, target: int, tokeniz
 
 
 def _attention(model: nn.Module, x: Tensor, method: str, target: int) -> Attribution:
-    modules = [m for m in model.modules() if hasattr(m, "keep_attention")]
-    for m in modules:
-        m.keep_attention = True
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for m in modules:
-            m.keep_attention = False
-    maps = [m.last_attention[0].float().cpu() for m in modules]  # (H, T, T) per layer
+    maps = [m[0] for m in record_attention(model, x)]  # (H, T, T) per layer
     if method == "attention":
         return Attribution("attention", np.stack([m.numpy() for m in maps]), target)
     flow = rollout(maps)

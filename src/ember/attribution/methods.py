@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError, did_you_mean
+from ember.models.attention import has_attention
 
 __all__ = ["METHODS", "applicable", "check_methods", "forward_fn", "embedding_layer", "last_conv"]
 
@@ -31,7 +32,6 @@ METHODS: dict[str, str] = {
 def applicable(info: DataInfo, model: nn.Module) -> list[str]:
     """The methods that make sense for this run's inputs and model."""
     kind = info.input_kind
-    has_attention = any(hasattr(m, "keep_attention") for m in model.modules())
     if kind == "image":
         methods = ["saliency", "integrated_gradients", "occlusion", "shap", "lime"]
         if last_conv(model) is not None:
@@ -39,7 +39,7 @@ def applicable(info: DataInfo, model: nn.Module) -> list[str]:
         return methods
     if kind == "tokens":
         methods = ["integrated_gradients", "lime"]
-        if has_attention:
+        if has_attention(model):
             methods += ["attention", "rollout"]
         return methods
     if kind == "tabular":

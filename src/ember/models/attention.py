@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["attention_reference", "MultiHeadSelfAttention"]
+__all__ = ["attention_reference", "MultiHeadSelfAttention", "has_attention", "record_attention"]
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
@@ -95,3 +95,26 @@ class MultiHeadSelfAttention(nn.Module):
             y = y.masked_fill(empty, 0.0)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(b, t, c)  # (B, T, C): heads side by side
         return self.proj(y)
+
+
+def has_attention(model: nn.Module) -> bool:
+    """Whether `model` contains attention modules that can record their weights."""
+    return any(hasattr(m, "keep_attention") for m in model.modules())
+
+
+@torch.no_grad()
+def record_attention(model: nn.Module, x: Tensor) -> list[Tensor]:
+    """Run `x` with every attention module keeping its weights; (B, H, T, T) per layer, in order.
+
+    The switch is set from outside and always reset, so the model's own code stays unaware.
+    """
+    modules = [m for m in model.modules() if hasattr(m, "keep_attention")]
+    for m in modules:
+        m.keep_attention = True
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for m in modules:
+            m.keep_attention = False
+    return [m.last_attention.float().cpu() for m in modules if m.last_attention is not None]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ember.data.bundle import DataBundle
+from ember.models.attention import has_attention, record_attention
 from ember.runs import Run
 from ember.tasks import Task
 from ember.training.evaluation import predict_outputs
@@ -35,21 +36,6 @@ def _examples(model: nn.Module, bundle: DataBundle, device: torch.device, n: int
     names = info.class_names
     return Examples(images=np.ascontiguousarray(images), true=[names[int(i)] for i in targets[chosen]],
                     pred=[names[int(i)] for i in pred[chosen]])
-
-
-def _attention_maps(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
-    """Run one example with every attention module recording its weights: [(H, T, T)] per layer."""
-    modules = [m for m in model.modules() if hasattr(m, "keep_attention")]
-    for m in modules:
-        m.keep_attention = True
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(x)
-    finally:
-        for m in modules:
-            m.keep_attention = False
-    return [m.last_attention[0].float().cpu().numpy() for m in modules if m.last_attention is not None]
 
 
 def _tokens(bundle: DataBundle, ids: list[int]) -> list[str]:
@@ -78,12 +64,12 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
     if task.name == "forecast" and has_test:
         outputs, targets = predict_outputs(model, bundle.test, device, 512)
         sections.append(forecast_section(run, outputs.numpy(), targets.numpy(), info.mean[0], info.std[0]))
-    if info.input_kind == "tokens" and has_test and any(hasattr(m, "keep_attention") for m in model.modules()):
+    if info.input_kind == "tokens" and has_test and has_attention(model):
         x = bundle.test.x[:1, :48].to(device)  # first 48 tokens keep the heatmap readable
         if info.extra.get("pad_id") is not None:
             real = int((x[0] != info.extra["pad_id"]).sum())
             x = x[:, : max(real, 1)]
-        maps = _attention_maps(model, x)
+        maps = [m[0].numpy() for m in record_attention(model, x)]  # (H, T, T) per layer
         if maps:
             sections.append(attention_section(run, maps, _tokens(bundle, x[0].tolist())))
     explained = run.path / "explain" / "section.html"

@@ -121,7 +121,9 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
     window = int(info.input_shape[0])
     if len(values) < window:
         raise HTTPException(400, f"expected at least {window} values, got {len(values)}")
-    return ((values[-window:] - info.mean[0]) / info.std[0]).view(1, window, 1)
+    from ember.inputs import series_window
+
+    return series_window(values, info)
 
 
 def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None = None, max_batch: int = 32,
