@@ -157,3 +157,26 @@ def test_overhead_benchmark_runs() -> None:
         assert key in out
     assert out["rounds"] == 1 and out["epochs"] == 1 and out["threads"] == 2
     assert out["same_final_weights"] is True  # both loops did the same work
+
+
+def test_plan_per_rank_memory_for_ddp_and_fsdp() -> None:
+    args = ("stdlib-char-gpt", ["data.max_chars=120000", "data.block_size=32", "model.n_layer=2", "model.n_embd=32"])
+    one = plan(*args)
+    ddp = plan(*args, nproc=4)
+    fsdp = plan(args[0], [*args[1], "train.strategy=fsdp"], nproc=4)
+    assert (one["strategy"], ddp["strategy"], fsdp["strategy"]) == ("single", "ddp", "fsdp")
+    m1, md, mf = one["memory_bytes"], ddp["memory_bytes"], fsdp["memory_bytes"]
+    assert md["weights"] == m1["weights"] and md["gradient_buckets"] == m1["gradients"]
+    assert mf["weights"] == -(-m1["weights"] // 16) * 4 and mf["optimizer"] * 4 >= m1["optimizer"]
+    assert 0 < mf["unsharded_working_set"] <= m1["weights"]  # with 2 blocks: everything
+    # Each rank runs a quarter of the micro-batch; the global batch is unchanged.
+    assert ddp["batch"]["micro_batch_per_rank"] * 4 == one["batch"]["batch_size"]
+    assert ddp["batch"]["effective"] == one["batch"]["effective"]
+    assert abs(md["activations"] * 4 - m1["activations"]) <= m1["activations"] * 0.05
+
+
+def test_plan_bad_nproc_and_single_strategy(cli) -> None:  # noqa: ANN001
+    proc = cli("plan", "digits-cnn", "--nproc", "0")
+    assert proc.returncode == 2 and "--nproc: got 0" in proc.stderr
+    proc = cli("plan", "digits-cnn", "train.strategy=single", "--nproc", "2")
+    assert proc.returncode == 2 and "train.strategy" in proc.stderr

@@ -20,10 +20,21 @@ from ember.errors import CheckpointError, ConfigError, DataError, RunError
 from ember.runs import Run, atomic_write_text, new_run_dir, open_run
 from ember.tasks import Task, for_info
 from ember.training.device import check_precision, resolve_device
+from ember.training.distributed import (
+    DistEnv,
+    barrier,
+    broadcast_object,
+    environment,
+    init_process_group,
+    parallelize,
+    resolve_strategy,
+    shutdown,
+)
 from ember.training.evaluation import evaluate_split, predict_outputs
 from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
-from ember.weights import load_weights, save_weights, sha256_file
+from ember.training.train_state import full_model_state
+from ember.weights import load_weights, save_tensors, save_weights, sha256_file
 
 __all__ = ["load_config", "train", "evaluate", "predict", "report", "open_run", "load_run", "LoadedRun"]
 
@@ -64,18 +75,65 @@ def load_run(path: str | Path, weights: Path | None = None) -> LoadedRun:
     expected = run.read_summary().get("weights_sha256")
     if weights is None and expected and sha256_file(weights_path) != expected:
         raise CheckpointError(f"'{weights_path}' fails its sha256 check against summary.json (corrupt or tampered)")
-    load_weights(model, weights_path)
+    if (run.path / "compression.json").is_file():  # a compressed child: rebuild pruned/int8 layers first
+        from ember.compress.child import load_compressed
+
+        model = load_compressed(run, model, info, weights_path)
+    else:
+        load_weights(model, weights_path)
     model.eval()
     return LoadedRun(run, cfg, info, for_info(info), model)
 
 
-def _prepare(cfg: ExperimentConfig) -> tuple[torch.device, DataBundle]:
+def _prepare(cfg: ExperimentConfig, env: DistEnv | None = None) -> tuple[torch.device, DataBundle]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, (env or DistEnv()).local_rank)
     check_precision(cfg.train.precision, device)
     bundle = data_mod.build(cfg.data, cfg.train.seed)
     return device, bundle
+
+
+def _config_for(recipe: str | ExperimentConfig, overrides: list[str] | None,
+                resume: str | Path | None) -> tuple[ExperimentConfig, Run | None]:
+    """The config to train and, with `--resume`, the run it continues."""
+    if resume is not None:
+        if overrides:
+            raise ConfigError("--resume continues a run with its saved config; drop the key=value overrides")
+        run = open_run(resume)
+        if (run.path / "compression.json").is_file():  # its config alone does not rebuild its model
+            raise RunError(f"'{run.path}' is a compressed run and cannot be resumed; run ember compress on its "
+                           "parent again")
+        return read_config(run), run
+    return (recipe if isinstance(recipe, ExperimentConfig) else load(recipe, overrides)), None
+
+
+def _restarted_run(cfg: ExperimentConfig, run_dir: str | Path | None, env: DistEnv) -> Run | None:
+    """Under torchrun, a `--run-dir` that already holds this same run is resumed.
+
+    That is how a job that torchrun restarted after a failure (`--max-restarts`) finds its
+    checkpoints. Rank 0 looks and tells the others, before anything is created, so that no
+    rank mistakes the directory rank 0 is creating for an old one.
+    """
+    if run_dir is None or not env.distributed:
+        return None
+    held = None
+    if env.is_main and (Path(run_dir) / "config.yaml").is_file():
+        held = read_config(open_run(run_dir)) == cfg
+    held = broadcast_object(held, env)
+    if held is False:
+        raise ConfigError(f"--run-dir '{run_dir}' already holds a different run; use another folder")
+    return open_run(run_dir) if held else None
+
+
+def _create_run(cfg: ExperimentConfig, run_dir: str | Path | None, env: DistEnv) -> Run:
+    """Rank 0 creates the run directory and tells the other ranks where it is."""
+    path = None
+    if env.is_main:
+        run = new_run_dir(cfg.log.runs_dir, cfg.recipe, Path(run_dir) if run_dir else None)
+        atomic_write_text(run.config, to_yaml(cfg))
+        path = str(run.path)
+    return Run(Path(broadcast_object(path, env)))
 
 
 def train(
@@ -96,33 +154,55 @@ def train(
         True
     """
     t0 = time.perf_counter()
-    if resume is not None:
-        if overrides:
-            raise ConfigError("--resume continues a run with its saved config; drop the key=value overrides")
-        run = open_run(resume)
-        cfg = read_config(run)
-    else:
-        cfg = recipe if isinstance(recipe, ExperimentConfig) else load(recipe, overrides)
-        run = new_run_dir(cfg.log.runs_dir, cfg.recipe, Path(run_dir) if run_dir else None)
-        atomic_write_text(run.config, to_yaml(cfg))
-    device, bundle = _prepare(cfg)
-    atomic_write_text(run.data_info, bundle.info.to_json())
-    if bundle.tokenizer is not None:
-        atomic_write_text(run.path / "tokenizer.json", bundle.tokenizer.to_json())
-    torch.manual_seed(cfg.train.seed)
+    env = environment()
+    try:
+        return _train(recipe, overrides, run_dir, resume, quiet, verbose, env, t0)
+    finally:
+        shutdown()
+
+
+def _train(recipe: str | ExperimentConfig, overrides: list[str] | None, run_dir: str | Path | None,
+           resume: str | Path | None, quiet: bool, verbose: bool, env: DistEnv, t0: float) -> Run:
+    cfg, continued = _config_for(recipe, overrides, resume)
+    # Join the process group (when torchrun started this process) before anything is written.
+    init_process_group(env, resolve_device(cfg.train.device, env.local_rank), cfg.train.dist_timeout_s)
+    continued = continued or _restarted_run(cfg, run_dir, env)
+    run = continued if continued is not None else _create_run(cfg, run_dir, env)
+    resumed = continued is not None
+    strategy = resolve_strategy(cfg.train.strategy, env)
+    device, bundle = _prepare(cfg, env)
+    if env.is_main:
+        atomic_write_text(run.data_info, bundle.info.to_json())
+        if bundle.tokenizer is not None:
+            atomic_write_text(run.path / "tokenizer.json", bundle.tokenizer.to_json())
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = models.build(cfg.model, bundle.info).to(device)
+    if env.rank > 0:  # dropout masks differ between ranks (rank 0 keeps the one-process stream)
+        torch.manual_seed(cfg.train.seed + 1_000_003 * env.rank)
     task = for_info(bundle.info)
-    reporter = Reporter(quiet=quiet, enabled=verbose)
+    reporter = Reporter(quiet=quiet, enabled=verbose and env.is_main)
+    place = f", {env.world_size} processes ({strategy})" if env.distributed else ""
     reporter.message(
         f"{cfg.recipe}: {models.count_parameters(model):,} parameters, data {bundle.sizes()}, "
-        f"device {device.type}, run {run.path}"
+        f"device {device.type}{place}, run {run.path}"
     )
+    train_model = parallelize(model, strategy, env, device, cfg.train.precision, cfg.train.activation_checkpointing)
     sampler = _lm_sampler(bundle, cfg.train.seed, device) if task.name == "lm" and bundle.tokenizer else None
-    state = fit(model, bundle, task, cfg, run, device, resume=resume is not None, reporter=reporter,
-                on_validate=sampler)
-    save_weights(model, run.weights)
+    state = fit(train_model, bundle, task, cfg, run, device, resume=resumed, reporter=reporter,
+                on_validate=sampler, env=env, strategy=strategy)
+    if strategy == "fsdp":
+        weights = full_model_state(train_model)  # collective: gathered to rank 0
+        if env.is_main:
+            save_tensors(weights, run.weights)
+            model = models.build(cfg.model, bundle.info).to(device)  # a whole copy to score
+            load_weights(model, run.weights)
+    elif env.is_main:
+        save_weights(model, run.weights)
+    barrier(env)
+    if not env.is_main:
+        return run
     summary = _summarize(cfg, run, model, bundle, task, device, state, time.perf_counter() - t0,
-                         resumed=resume is not None)
+                         resumed=resumed, world_size=env.world_size, strategy=strategy)
     if cfg.log.report:
         from ember.report.build import build_report
 
@@ -155,7 +235,8 @@ def _lm_sampler(bundle: DataBundle, seed: int, device: torch.device, prompt_toke
 
 
 def _summarize(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: DataBundle, task: Task,
-               device: torch.device, state: LoopState, wall: float, resumed: bool) -> dict[str, Any]:
+               device: torch.device, state: LoopState, wall: float, resumed: bool,
+               world_size: int = 1, strategy: str = "single") -> dict[str, Any]:
     summary: dict[str, Any] = {
         "recipe": cfg.recipe,
         "task": task.name,
@@ -171,8 +252,8 @@ def _summarize(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: DataBu
         "best": {"metric": (cfg.train.early_stopping.metric if cfg.train.early_stopping else task.primary_metric),
                  "value": state.best, "step": state.best_step},
         "device": device.type,
-        "world_size": 1,
-        "strategy": "single",
+        "world_size": world_size,
+        "strategy": strategy,
         "class_names": list(bundle.info.class_names),
         "weights_sha256": sha256_file(run.weights),
     }

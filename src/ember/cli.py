@@ -31,6 +31,11 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", type=Path, help="write the run here instead of runs/<recipe>-<time>")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     t.add_argument("--quiet", action="store_true", help="plain log lines instead of a live bar")
+    t.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train in N processes on this node (torchrun: gloo on CPU, NCCL on GPUs)")
+    t.add_argument("--max-restarts", type=int, default=0, metavar="R",
+                   help="with --nproc: restart all processes up to R times after a failure, "
+                        "resuming from the latest checkpoint")
 
     e = sub.add_parser("evaluate", help="metrics of a finished run on a split")
     e.add_argument("run_dir", type=Path)
@@ -46,6 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="dry run: parameters, FLOPs, memory, batches, no training")
     pl.add_argument("recipe", nargs="?", default="digits-cnn")
     pl.add_argument("overrides", nargs="*")
+    pl.add_argument("--nproc", type=int, default=1, metavar="N", help="plan memory per rank for N processes")
     pl.add_argument("--json", action="store_true", help="print JSON")
 
     g = sub.add_parser("generate", help="stream text from a language-model run")
@@ -82,6 +88,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=32)
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
 
+    from ember.compress.cli import add_compress_parser
+
+    add_compress_parser(sub)
+
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path)
 
@@ -104,6 +114,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "train":
         recipe, overrides = _split_recipe(args.recipe, list(args.overrides))
+        if args.nproc != 1 or args.max_restarts:
+            from ember.training.launch import launch_train
+
+            if args.nproc == 1:
+                raise ConfigError("--max-restarts needs --nproc N (use torchrun's own flag when launching it yourself)")
+            return launch_train(recipe, overrides, args.nproc, args.max_restarts, args.run_dir, args.resume,
+                                args.quiet)
         api.train(recipe, overrides, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
     elif args.command == "evaluate":
         metrics = api.evaluate(args.run_dir, args.split)
@@ -128,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "plan":
         from ember.plan import plan, print_plan
 
-        result = plan(*_split_recipe(args.recipe, list(args.overrides)))
+        result = plan(*_split_recipe(args.recipe, list(args.overrides)), nproc=args.nproc)
         print(json.dumps(result, indent=2)) if args.json else print_plan(result)
     elif args.command == "generate":
         from ember.generation import generate
@@ -157,6 +174,10 @@ def _run(args: argparse.Namespace) -> int:
         app = create_app(args.run_dir, args.runtime, args.api_key, args.max_batch, args.max_wait_ms)
         # uvicorn finishes in-flight requests on SIGINT/SIGTERM before it exits.
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    elif args.command == "compress":
+        from ember.compress.cli import run_compress
+
+        run_compress(args)
     elif args.command == "report":
         print(api.report(args.run_dir))
     elif args.command == "runs":

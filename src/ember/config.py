@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from ember.compress.config import CompressConfig
 from ember.data import SOURCES, DataConfig
 from ember.errors import ConfigError, did_you_mean
 from ember.models import MODELS, ModelConfig
@@ -43,6 +44,7 @@ class ExperimentConfig(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
+    compress: CompressConfig | None = None  # steps for `ember compress RUN` (no --method)
 
 
 # Sections whose `name` selects a config class; the registries give the valid names.

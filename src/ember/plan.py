@@ -5,6 +5,12 @@ memory for weights, gradients, optimizer state and activations, and the batch ar
 Models above `META_THRESHOLD` parameters are built on the `meta` device, so planning
 GPT-2 small allocates no weights and runs no real arithmetic.
 
+With `nproc` > 1 the memory is per rank, for the strategy the config resolves to: DDP keeps
+a whole replica plus gradient buckets on every rank; FSDP keeps 1/N of the weights,
+gradients and optimizer state, plus the unsharded working set (the root's parameters and
+two blocks' worth: the running one and the prefetched next one). Activations are those of
+the rank's micro-batch, `ceil(batch_size / N)`.
+
     >>> result = plan("digits-cnn", ["data.batch_size=128"])
     >>> result["batch"]["effective"]
     128
@@ -25,12 +31,11 @@ from ember import data as data_mod
 from ember import models
 from ember.config import ExperimentConfig, load
 from ember.data.bundle import DataInfo
-from ember.errors import DataError
+from ember.errors import ConfigError, DataError
 
 __all__ = ["plan", "print_plan", "META_THRESHOLD"]
 
 META_THRESHOLD = 50_000_000  # parameters above which the model is planned on `meta`
-WORLD_SIZE = 1  # single process for now; the batch arithmetic already carries the factor
 _FP32 = 4  # weights, gradients and optimizer state stay fp32 under autocast (bf16/fp16)
 _ACT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 TRAIN_FLOPS_NOTE = "training ~ 3x forward (backward ~ 2x forward)"
@@ -134,26 +139,59 @@ def _build(cfg: ExperimentConfig, info: DataInfo) -> tuple[nn.Module, torch.devi
         return models.build(cfg.model, info), torch.device("cpu")
 
 
-def _batch(cfg: ExperimentConfig, train_size: int) -> dict[str, int]:
-    """Effective batch, steps per epoch (as `BatchPlan` counts them) and total steps."""
-    effective = cfg.data.batch_size * cfg.train.grad_accum * WORLD_SIZE
+def _batch(cfg: ExperimentConfig, train_size: int, nproc: int) -> dict[str, int]:
+    """Global batch, steps per epoch (as `BatchPlan` counts them) and total steps.
+
+    The global batch does not depend on the number of processes: each rank takes 1/N of it.
+    """
+    effective = cfg.data.batch_size * cfg.train.grad_accum
     per_epoch = train_size // effective if cfg.data.drop_last else math.ceil(train_size / effective)
     total = cfg.train.epochs * per_epoch
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps)
-    return {"batch_size": cfg.data.batch_size, "grad_accum": cfg.train.grad_accum, "world_size": WORLD_SIZE,
-            "effective": effective, "steps_per_epoch": per_epoch, "epochs": cfg.train.epochs,
+    return {"batch_size": cfg.data.batch_size, "grad_accum": cfg.train.grad_accum, "world_size": nproc,
+            "micro_batch_per_rank": math.ceil(cfg.data.batch_size / nproc), "effective": effective, "steps_per_epoch": per_epoch, "epochs": cfg.train.epochs,
             "total_steps": total}
 
 
-def plan(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
+def _per_rank(model: nn.Module, cfg: ExperimentConfig, strategy: str, nproc: int, trainable: int,
+              activations: int) -> dict[str, int]:
+    """Bytes each rank holds while training, for `strategy` over `nproc` processes."""
+    from ember.training.distributed import repeated_blocks
+
+    slots = _optimizer_slots(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    if cfg.train.activation_checkpointing and repeated_blocks(model):
+        # Only block inputs are kept; one block's activations are rebuilt at a time (rough).
+        activations = activations * 2 // len(repeated_blocks(model))
+    if strategy != "fsdp":
+        out = {"weights": params * _FP32, "gradients": trainable * _FP32,
+               "optimizer": trainable * _FP32 * slots, "activations": activations}
+        if strategy == "ddp":
+            out["gradient_buckets"] = trainable * _FP32  # DDP's all-reduce buffers
+        return out
+    blocks = repeated_blocks(model)
+    largest = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0)
+    root = params - sum(sum(p.numel() for p in b.parameters()) for b in blocks)
+    gathered = _ACT_BYTES[cfg.train.precision] if cfg.train.precision == "bf16" else _FP32
+    return {"weights": math.ceil(params / nproc) * _FP32, "gradients": math.ceil(trainable / nproc) * _FP32,
+            "optimizer": math.ceil(trainable / nproc) * _FP32 * slots,
+            "unsharded_working_set": (root + 2 * largest) * gathered, "activations": activations}
+
+
+def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dict[str, Any]:
     """A dry run of `recipe` with `overrides`: what training would cost, as a JSON-able dict.
 
     Keys: recipe, config, data, model, flops, memory_bytes, memory_mib, batch, device,
     precision. Raises `ConfigError` for a bad config and `DataError` when the data is
     missing and the source has no published sizes to assume.
     """
+    from ember.training.distributed import DistEnv, resolve_strategy
+
     cfg = load(recipe, overrides)
+    if nproc < 1:
+        raise ConfigError(f"--nproc: got {nproc}; must be >= 1")
+    strategy = resolve_strategy(cfg.train.strategy, DistEnv(world_size=nproc))
     info, train_size, note = _data_info(cfg)
     model, device = _build(cfg, info)
     model.eval()  # dropout off: FLOPs and activation sizes do not depend on it
@@ -161,15 +199,11 @@ def plan(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     x = _example(info, device)
     forward = _forward_flops(model, x)
-    activations = _leaf_output_elements(model, x) * cfg.data.batch_size * _ACT_BYTES[cfg.train.precision]
-    memory = {
-        "weights": params * _FP32,
-        "gradients": trainable * _FP32,
-        "optimizer": trainable * _FP32 * _optimizer_slots(cfg),
-        "activations": activations,
-    }
+    micro = math.ceil(cfg.data.batch_size / nproc)
+    activations = _leaf_output_elements(model, x) * micro * _ACT_BYTES[cfg.train.precision]
+    memory = _per_rank(model, cfg, strategy, nproc, trainable, activations)
     memory["total"] = sum(memory.values())
-    batch = _batch(cfg, train_size)
+    batch = _batch(cfg, train_size, nproc)
     flops: dict[str, Any] = {
         "forward_per_sample": forward,
         "train_per_sample": 3 * forward,
@@ -197,6 +231,8 @@ def plan(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
         "batch": batch,
         "device": cfg.train.device,
         "precision": cfg.train.precision,
+        "world_size": nproc,
+        "strategy": strategy,
     }
 
 
@@ -222,6 +258,7 @@ def print_plan(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     d, m, f, mem, b = (result[k] for k in ("data", "model", "flops", "memory_bytes", "batch"))
+    sharded = f" / {result['world_size']}" if result["strategy"] == "fsdp" else ""
     sections: dict[str, list[tuple[str, str]]] = {
         "data & model": [
             ("data", f"{d['name']} ({d['task']})"),
@@ -235,16 +272,20 @@ def print_plan(result: dict[str, Any]) -> None:
             ("train / sample (~3x forward)", _count(f["train_per_sample"])),
             ("train, whole run", _count(f["train_total"])),
         ],
-        f"memory ({result['precision']}, device {result['device']})": [
-            ("weights (fp32)", _bytes(mem["weights"])),
-            ("gradients (fp32)", _bytes(mem["gradients"])),
-            (f"optimizer state ({result['config']['optim']['name']})", _bytes(mem["optimizer"])),
-            (f"activations (micro-batch {b['batch_size']})", _bytes(mem["activations"])),
+        f"memory per rank ({result['precision']}, device {result['device']}, "
+        f"{result['world_size']} x {result['strategy']})": [
+            ("weights (fp32)" + sharded, _bytes(mem["weights"])),
+            ("gradients (fp32)" + sharded, _bytes(mem["gradients"])),
+            (f"optimizer state ({result['config']['optim']['name']})" + sharded, _bytes(mem["optimizer"])),
+            *([("DDP gradient buckets", _bytes(mem["gradient_buckets"]))] if "gradient_buckets" in mem else []),
+            *([("FSDP unsharded root + 2 blocks", _bytes(mem["unsharded_working_set"]))]
+              if "unsharded_working_set" in mem else []),
+            (f"activations (micro-batch {b['micro_batch_per_rank']})", _bytes(mem["activations"])),
             ("total", _bytes(mem["total"])),
         ],
         "batches": [
-            ("effective batch", f"{b['batch_size']} x {b['grad_accum']} accum x {b['world_size']} world "
-                                f"= {b['effective']}"),
+            ("global batch", f"{b['batch_size']} x {b['grad_accum']} accum = {b['effective']}"
+                             f" ({b['world_size']} ranks x {b['micro_batch_per_rank']})"),
             ("steps / epoch", f"{b['steps_per_epoch']:,}"),
             ("total steps", f"{b['total_steps']:,} ({b['epochs']} epochs)"),
         ],

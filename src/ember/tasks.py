@@ -78,11 +78,11 @@ class Classification(Task):
         mc = torchmetrics.classification
         return torchmetrics.MetricCollection(
             {
-                "accuracy": mc.MulticlassAccuracy(k, average="micro"),
-                "precision": mc.MulticlassPrecision(k, average="macro"),
-                "recall": mc.MulticlassRecall(k, average="macro"),
-                "f1": mc.MulticlassF1Score(k, average="macro"),
-                "confusion_matrix": mc.MulticlassConfusionMatrix(k),
+                "accuracy": mc.MulticlassAccuracy(k, average="micro", **_LOCAL),
+                "precision": mc.MulticlassPrecision(k, average="macro", **_LOCAL),
+                "recall": mc.MulticlassRecall(k, average="macro", **_LOCAL),
+                "f1": mc.MulticlassF1Score(k, average="macro", **_LOCAL),
+                "confusion_matrix": mc.MulticlassConfusionMatrix(k, **_LOCAL),
             }
         )
 
@@ -117,10 +117,10 @@ class Regression(Task):
         rg = torchmetrics.regression
         return _FlatRegression(
             {
-                "mse": rg.MeanSquaredError(),
-                "mae": rg.MeanAbsoluteError(),
-                "rmse": rg.MeanSquaredError(squared=False),
-                "r2": rg.R2Score(),
+                "mse": rg.MeanSquaredError(**_LOCAL),
+                "mae": rg.MeanAbsoluteError(**_LOCAL),
+                "rmse": rg.MeanSquaredError(squared=False, **_LOCAL),
+                "r2": rg.R2Score(**_LOCAL),
             }
         )
 
@@ -184,11 +184,16 @@ class LanguageModeling(Task):
                 for p, i in zip(top.values, top.indices)]
 
 
+# Metrics are computed where they are updated: each process of a multi-process job scores a
+# whole split itself, so torchmetrics must not wait to gather states from the other ranks.
+_LOCAL: dict[str, Any] = {"sync_on_compute": False}
+
+
 class _TokenAccuracy(torchmetrics.Metric):
     """Share of scored tokens whose argmax is the target."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(**_LOCAL)
         self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 

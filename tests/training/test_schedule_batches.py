@@ -56,13 +56,21 @@ def test_order_depends_on_seed_and_epoch_only() -> None:
     assert not torch.equal(a.order(2), a.order(3))
 
 
-def test_global_batch_same_for_any_world_size() -> None:
-    one = BatchPlan(64, batch_size=8, grad_accum=1, world_size=1, seed=0)
-    ranks = [BatchPlan(64, batch_size=4, grad_accum=1, world_size=2, rank=r, seed=0) for r in (0, 1)]
+@pytest.mark.parametrize("n,batch,accum", [(64, 8, 1), (103, 10, 2), (9, 4, 1), (50, 6, 3)])
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_global_batch_same_for_any_world_size(n: int, batch: int, accum: int, world: int) -> None:
+    """The same recipe gives each step the same samples for any number of ranks."""
+    one = BatchPlan(n, batch_size=batch, grad_accum=accum, world_size=1, seed=0)
+    ranks = [BatchPlan(n, batch_size=batch, grad_accum=accum, world_size=world, rank=r, seed=0)
+             for r in range(world)]
+    assert all(p.steps_per_epoch() == one.steps_per_epoch() for p in ranks)
     order = one.order(0)
     for step in range(one.steps_per_epoch()):
         together = torch.cat([m for p in ranks for m in p.micro_batches(order, step)])
         assert torch.equal(together, torch.cat(one.micro_batches(order, step)))
+        # No rank's micro-batch is larger than the recipe's; a full step has grad_accum of them.
+        for p in ranks:
+            assert all(len(m) <= -(-batch // world) for m in p.micro_batches(order, step))
 
 
 def test_drop_last() -> None:

@@ -62,10 +62,12 @@ def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods
     """
     from ember import data as data_mod
     from ember.api import load_run
+    from ember.compress import require_float
     from ember.inputs import read_inputs
 
     loaded = load_run(run_dir)
     info, model = loaded.info, loaded.model
+    require_float(model, loaded.run.path, "has no gradients to attribute with")
     chosen = check_methods(methods, info, model)
     tokenizer = None
     if info.input_kind == "tokens":

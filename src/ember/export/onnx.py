@@ -85,7 +85,10 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
 
     if not 17 <= opset <= 23:
         raise ConfigError(f"--opset: got {opset}; valid: 17..23")
+    from ember.compress import require_float
+
     loaded = load_run(run_dir)
+    require_float(loaded.model, loaded.run.path, "torch's ONNX exporter cannot trace (use ember export --int8)")
     model, info = loaded.model.eval(), loaded.info
     bundle = data_mod.build(loaded.config.data, loaded.config.train.seed)
     test = bundle.test if len(bundle.test) else bundle.val

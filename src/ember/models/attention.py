@@ -75,8 +75,9 @@ class MultiHeadSelfAttention(nn.Module):
         self.last_attention: Tensor | None = None
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        b, t, c = x.shape  # (B, T, C)
-        q, k, v = self.qkv(x).split(c, dim=2)  # 3 x (B, T, C)
+        b, t, _ = x.shape  # (B, T, C)
+        c = self.qkv.out_features // 3  # heads' total width, read from the layer (= C unless resized)
+        q, k, v = self.qkv(x).split(c, dim=2)  # 3 x (B, T, c)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
         dropout_p = self.dropout if self.training else 0.0
         mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # (B, 1, 1, T)

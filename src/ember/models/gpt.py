@@ -80,7 +80,8 @@ class CausalSelfAttention(nn.Module):
         self.last_attention: Tensor | None = None
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> Tensor:
-        b, t, c = x.shape  # (B, T, C)
+        b, t, _ = x.shape  # (B, T, C)
+        c = self.c_attn.out_features // 3  # heads' total width, read from the layer (= C unless resized)
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
         if cache is not None:
@@ -189,8 +190,9 @@ class GPT(nn.Module):
     def new_cache(self, batch: int) -> KVCache:
         """An empty cache for `batch` sequences of up to `block_size` positions."""
         p = self.wte.weight
-        hd = self.cfg.n_embd // self.cfg.n_head
-        return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, self.block_size, hd, p.device, p.dtype)
+        attn = self.blocks[0].attn  # sizes read from the layers, which may have been resized
+        hd = attn.c_attn.out_features // (3 * attn.n_head)
+        return KVCache(len(self.blocks), batch, attn.n_head, self.block_size, hd, p.device, p.dtype)
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

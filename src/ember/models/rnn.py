@@ -129,7 +129,7 @@ class RNNModel(nn.Module):
         cls = type(self.rnn)
         out = h
         for layer in range(self.cfg.num_layers):
-            single = cls(out.shape[-1], self.cfg.hidden_size, batch_first=True, device=h.device)
+            single = cls(out.shape[-1], self.rnn.hidden_size, batch_first=True, device=h.device)
             directions = []
             for suffix in ([""] + (["_reverse"] if self.cfg.bidirectional else [])):
                 weights = {name: getattr(self.rnn, f"{name}_l{layer}{suffix}")
@@ -155,7 +155,7 @@ class RNNModel(nn.Module):
         forward = out[torch.arange(b, device=out.device), last]
         if not self.cfg.bidirectional:
             return forward
-        half = self.cfg.hidden_size
+        half = self.rnn.hidden_size  # from the layer, which may have been resized
         return torch.cat([forward[:, :half], out[:, 0, half:]], dim=1)
 
 

@@ -75,4 +75,9 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
     explained = run.path / "explain" / "section.html"
     if explained.is_file():  # written by `ember explain`
         sections.append(("Explanations", explained.read_text()))
+    from ember.report.compression import compression_section
+
+    compressed = compression_section(run)  # this run's compressed children, or its siblings
+    if compressed:
+        sections.append(compressed)
     return write_report(run, examples, sections)

@@ -1,8 +1,10 @@
 """Which samples each optimizer step sees: a pure function of (seed, epoch, step).
 
-The global batch of a step (batch_size x grad_accum x world_size samples) is fixed by the
-seed and epoch alone; each rank takes its slice and cuts it into micro-batches. So the data
-order does not depend on the world size, and a resumed run continues mid-epoch exactly.
+The global batch of a step (`batch_size x grad_accum` samples, whatever the number of
+processes) is fixed by the seed and epoch alone; each of the N ranks takes its slice (about
+1/N of it) and cuts it into micro-batches of `ceil(batch_size / N)`. So a recipe means the
+same optimisation on one CPU or eight GPUs: the data order and the step count do not depend
+on the world size, and a resumed run continues mid-epoch exactly, with any world size.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class BatchPlan:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
-        self.global_batch = batch_size * grad_accum * world_size
+        self.global_batch = batch_size * grad_accum
+        self.micro_batch = math.ceil(batch_size / world_size)
 
     def steps_per_epoch(self) -> int:
         if self.drop_last:
@@ -57,8 +60,12 @@ class BatchPlan:
         return order[step * self.global_batch : (step + 1) * self.global_batch]
 
     def micro_batches(self, order: Tensor, step: int) -> list[Tensor]:
-        """This rank's micro-batches for `step` (fewer, smaller ones on a short last step)."""
+        """This rank's micro-batches for `step` (fewer, smaller ones on a short last step).
+
+        On a last step with fewer samples than ranks, a rank may get none: the loop then
+        runs a zero-weighted pass so that every rank still joins the gradient exchange.
+        """
         if self.world_size == 1 and self.grad_accum == 1:  # the common case, without the slicing
             return [order[step * self.batch_size : (step + 1) * self.batch_size]]
         mine = self.global_indices(order, step).tensor_split(self.world_size)[self.rank]
-        return [m for m in mine.split(self.batch_size) if len(m) > 0]
+        return [m for m in mine.split(self.micro_batch) if len(m) > 0]

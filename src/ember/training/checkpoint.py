@@ -1,15 +1,18 @@
 """Checkpoints: complete, verified folders that `checkpoints/latest` names only when done.
 
     checkpoints/step-00000120/
-      model.safetensors      parameters and buffers
-      optimizer.safetensors  optimizer tensors (Adam moments, momentum buffers, ...)
-      state.json             step, epoch, position, RNG states, optimizer scalars, loop state
-      manifest.json          sha256 of each file above (written last)
+      model.safetensors      whole parameters and buffers           (full checkpoints:
+      optimizer.safetensors  optimizer tensors (Adam moments, ...)   single process, DDP)
+      optimizer.json         optimizer scalars and param groups, by parameter name
+      dcp/                   torch.distributed.checkpoint shards    (sharded: FSDP)
+      state.json             step, epoch, position, every rank's RNG state, loop state
+      manifest.json          sha256 of every file above (written last)
     checkpoints/latest       the name of the newest complete folder
 
-A folder is assembled under a temporary name and renamed into place, so a kill at any
-moment leaves only complete folders. Loading checks every sha256 and falls back, with a
-warning, to the newest older checkpoint that verifies.
+A folder is assembled under a temporary name and renamed into place by rank 0 once every
+rank has written its part, so a kill at any moment leaves only complete folders. Loading
+checks every sha256 and falls back, with a warning, to the newest older checkpoint that
+verifies. Both kinds load into any world size and strategy (see `train_state`).
 """
 
 from __future__ import annotations
@@ -24,25 +27,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ember.errors import CheckpointError
 from ember.runs import atomic_write_text, fsync_dir
-from ember.weights import load_tensors, save_tensors, save_weights, sha256_file
+from ember.training import train_state
+from ember.training.distributed import DistEnv, barrier, gather_objects
+from ember.weights import load_tensors, sha256_file
 
-__all__ = ["Checkpoint", "has_checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["Checkpoint", "has_checkpoint", "save_checkpoint", "load_checkpoint", "restore_checkpoint",
+           "rng_state", "set_rng_state"]
 
-_FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
+FORMAT = 2  # 1: optimizer state keyed by position (one process only); 2: by parameter name
 
 
 @dataclass
 class Checkpoint:
-    """A verified checkpoint read back from disk."""
+    """A verified checkpoint folder and its `state.json`; `restore_checkpoint` loads the tensors."""
 
     path: Path
-    model: dict[str, Tensor]
-    optimizer: dict[str, Any]
     state: dict[str, Any]
+
+    @property
+    def sharded(self) -> bool:
+        return (self.path / "dcp").is_dir()
 
 
 def rng_state() -> dict[str, Any]:
@@ -61,20 +69,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _split_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Optimizer state dict -> (tensors for safetensors, JSON-able remainder)."""
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, entry in opt_state["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, Tensor):
-                tensors[f"{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": opt_state["param_groups"], "scalars": scalars}
-
-
-def _join_optimizer(tensors: dict[str, Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+def _join_optimizer_v1(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    """Format-1 optimizer state (keyed by parameter position), kept so older runs still resume."""
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         pid, key = name.split(".", 1)
@@ -89,6 +85,10 @@ def _step_dirs(folder: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: int(p.name[5:]), reverse=True)
 
 
+def _files(path: Path) -> list[str]:
+    return sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file() and f.name != "manifest.json")
+
+
 def save_checkpoint(
     folder: Path,
     step: int,
@@ -96,37 +96,52 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     keep: int,
+    env: DistEnv | None = None,
+    sharded: bool = False,
 ) -> Path:
-    """Write checkpoint `step` under `folder`, point `latest` at it, prune to `keep`."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write checkpoint `step` under `folder`, point `latest` at it, prune to `keep`.
+
+    Every rank calls this (it is collective when `env` is distributed); `sharded` writes
+    DCP shards from each rank (FSDP), otherwise rank 0 writes whole tensors.
+    """
+    env = env or DistEnv()
     name = f"step-{step:08d}"
     final = folder / name
-    tmp = folder / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        save_weights(model, tmp / "model.safetensors")  # refuses non-finite weights
-        opt_tensors, opt_rest = _split_optimizer(optimizer.state_dict())
-        save_tensors(opt_tensors, tmp / "optimizer.safetensors")
-        payload = {**state, "step": step, "optimizer": opt_rest, "rng": rng_state()}
-        atomic_write_text(tmp / "state.json", json.dumps(payload, sort_keys=True))
-        manifest = {"step": step, "files": {f: sha256_file(tmp / f) for f in _FILES}}
-        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
-    except BaseException:
+    tmp = folder / f".tmp-{name}"  # one name for every rank: they all write into it
+    if env.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier(env)
+    rngs = gather_objects(rng_state(), env)
+    try:
+        if sharded:
+            train_state.save_sharded(model, optimizer, tmp / "dcp")
+        else:
+            train_state.save_full(model, optimizer, tmp, env.is_main)
+        if env.is_main:
+            payload = {**state, "step": step, "format": FORMAT, "world_size": env.world_size, "rng": rngs}
+            atomic_write_text(tmp / "state.json", json.dumps(payload, sort_keys=True))
+            manifest = {"step": step, "files": {f: sha256_file(tmp / f) for f in _files(tmp)}}
+            atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    except BaseException:
+        if env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():  # left by an earlier attempt at this step before a crash
-        old = folder / f".old-{name}-{os.getpid()}"
-        os.replace(final, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, final)
-    fsync_dir(folder)
-    atomic_write_text(folder / "latest", name + "\n")
-    # Older checkpoints go only now, once the new one is complete and `latest` names it.
-    for old in _step_dirs(folder)[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in folder.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    if env.is_main:
+        if final.exists():  # left by an earlier attempt at this step before a crash
+            old = folder / f".old-{name}-{os.getpid()}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, final)
+        fsync_dir(folder)
+        atomic_write_text(folder / "latest", name + "\n")
+        # Older checkpoints go only now, once the new one is complete and `latest` names it.
+        for old in _step_dirs(folder)[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in folder.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    barrier(env)
     return final
 
 
@@ -145,20 +160,15 @@ def _verify(path: Path) -> str | None:
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return "manifest.json is corrupt"
-    for fname in _FILES:
+    if "state.json" not in files:
+        return "manifest.json lists no state.json"
+    for fname, digest in files.items():
         f = path / fname
         if not f.is_file():
             return f"{fname} is missing"
-        if sha256_file(f) != files.get(fname):
+        if sha256_file(f) != digest:
             return f"{fname} fails its sha256 check (corrupt or tampered)"
     return None
-
-
-def _read(path: Path) -> Checkpoint:
-    model = load_tensors(path / "model.safetensors")
-    opt_tensors = load_tensors(path / "optimizer.safetensors")
-    state = json.loads((path / "state.json").read_text())
-    return Checkpoint(path, model, _join_optimizer(opt_tensors, state.pop("optimizer")), state)
 
 
 def load_checkpoint(folder: Path) -> Checkpoint:
@@ -177,8 +187,8 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         problem = _verify(path)
         if problem is None:
             try:
-                ckpt = _read(path)
-            except (CheckpointError, json.JSONDecodeError, KeyError, ValueError) as exc:
+                state = json.loads((path / "state.json").read_text())
+            except (json.JSONDecodeError, ValueError) as exc:
                 problem = str(exc)
             else:
                 if problems:
@@ -186,6 +196,32 @@ def load_checkpoint(folder: Path) -> Checkpoint:
                         f"skipped bad checkpoint(s) {'; '.join(problems)}; using {path.name}",
                         stacklevel=2,
                     )
-                return ckpt
+                return Checkpoint(path, state)
         problems.append(f"{path.name}: {problem}")
     raise CheckpointError(f"no usable checkpoint under '{folder}': {'; '.join(problems)}")
+
+
+def restore_checkpoint(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                       env: DistEnv | None = None) -> None:
+    """Load the checkpoint's model (and optimizer) state, and this rank's RNG state.
+
+    Works whatever world size wrote it: whole tensors are re-sharded, DCP shards re-read.
+    A rank with no saved RNG stream of its own (the job grew) starts one from the seed.
+    """
+    env = env or DistEnv()
+    if ckpt.state.get("format", 1) == 1:
+        if env.distributed:
+            raise CheckpointError(f"'{ckpt.path}' predates multi-process checkpoints; resume it with one process")
+        model.load_state_dict(load_tensors(ckpt.path / "model.safetensors"), strict=False)
+        if optimizer is not None:
+            tensors = load_tensors(ckpt.path / "optimizer.safetensors")
+            optimizer.load_state_dict(_join_optimizer_v1(tensors, ckpt.state["optimizer"]))
+    elif ckpt.sharded:
+        train_state.load_sharded(model, optimizer, ckpt.path / "dcp")
+    else:
+        train_state.load_full(model, optimizer, ckpt.path)
+    rngs = ckpt.state.get("rng")
+    if isinstance(rngs, dict):  # format 1: one process
+        rngs = [rngs]
+    if rngs and env.rank < len(rngs):
+        set_rng_state(rngs[env.rank])

@@ -71,3 +71,7 @@ class TrainConfig(Section):
     nonfinite: Literal["stop", "skip"] = "stop"
     log_every: int = Field(10, ge=1, description="optimizer steps between logged points")
     threads: int | None = Field(None, ge=1, description="CPU threads (torch.set_num_threads)")
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = Field(
+        "auto", description="auto: single for one process, ddp for more (launch with --nproc or torchrun)")
+    activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
+    dist_timeout_s: float = Field(600.0, gt=0, description="longest wait on a collective before the job fails")

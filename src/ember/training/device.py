@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -12,11 +13,14 @@ from ember.errors import ConfigError
 __all__ = ["resolve_device", "autocast", "check_precision"]
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device must be present."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device must be present.
+
+    Under torchrun each process on a node takes the GPU of its local rank.
+    """
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return _cuda(local_rank)
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -24,7 +28,17 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("train.device: got 'cuda' but no CUDA GPU is visible; valid here: auto, cpu")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device: got 'mps' but MPS is not available; valid here: auto, cpu")
-    return torch.device(name)
+    return _cuda(local_rank) if name == "cuda" else torch.device(name)
+
+
+def _cuda(local_rank: int) -> torch.device:
+    if local_rank == 0 and "LOCAL_RANK" not in os.environ:
+        return torch.device("cuda")
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+                          "start at most that many processes per node")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -1,9 +1,14 @@
 """`fit`: the training loop, a short ordered sequence you can read top to bottom.
 
-Per optimizer step: set the LR from the schedule, gather this step's micro-batches,
-forward/backward each (loss summed and divided by the step's item count), check the loss
-is finite, clip, step. Logging reads device-side accumulators only every `log_every`
-steps; checkpoints are written every `checkpoint_every` steps and at each epoch's end.
+Per optimizer step: set the LR from the schedule, gather this rank's micro-batches of the
+step's global batch, forward/backward each (loss summed and divided by the global batch's
+item count), check the loss is finite, clip, step. Checkpoints are written every
+`checkpoint_every` steps and at each epoch's end.
+
+Under DDP or FSDP every rank runs this same loop on its slice; gradients are exchanged on
+the last micro-batch only, and the loss (summed over ranks) decides the finite check on
+every rank alike, so the ranks never disagree about skipping or stopping. Rank 0 alone
+writes metrics and the progress bar; checkpoints are written together.
 """
 
 from __future__ import annotations
@@ -27,15 +32,24 @@ from ember.training.batches import BatchPlan
 from ember.training.checkpoint import (
     has_checkpoint,
     load_checkpoint,
+    restore_checkpoint,
     save_checkpoint,
-    set_rng_state,
 )
 from ember.training.device import autocast
+from ember.training.distributed import (
+    DistEnv,
+    all_sum,
+    barrier,
+    broadcast_object,
+    gradient_sync,
+    unwrap,
+)
 from ember.training.evaluation import evaluate_split
 from ember.training.optim import build_optimizer
 from ember.training.progress import Reporter
 from ember.training.schedule import lr_at
-from ember.weights import load_weights, save_weights
+from ember.training.train_state import full_model_state, load_full_model_state
+from ember.weights import load_tensors, save_tensors, save_weights
 
 __all__ = ["fit", "LoopState"]
 
@@ -73,17 +87,29 @@ def fit(
     resume: bool = False,
     reporter: Reporter | None = None,
     on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None] | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+    env: DistEnv | None = None,
+    strategy: str = "single",
 ) -> LoopState:
     """Train `model` on `data.train`, validating on `data.val`; returns the final loop state.
 
     `on_validate(model, state)` runs after each validation pass (in eval mode); a dict it
     returns is logged to metrics.jsonl (language models log generated samples this way). It
     must not draw from the global RNG, or resume would no longer be exact.
+
+    `loss_fn(out, x, y, count)` replaces `task.loss(out, y, count)` (distillation passes one
+    that also asks a teacher about `x`); like the task's, it must sum over the micro-batch
+    and divide by `count`, the step's item count.
+
+    `model` is what `distributed.parallelize` returned for `strategy` (the model itself, a
+    DDP wrapper, or an FSDP-sharded model); `env` says which rank this is.
     """
     tc = cfg.train
+    env = env or DistEnv()
+    sharded = strategy == "fsdp"
     reporter = reporter or Reporter(enabled=False)
     plan = BatchPlan(len(data.train), cfg.data.batch_size, tc.grad_accum, shuffle=cfg.data.shuffle,
-                     drop_last=cfg.data.drop_last, seed=tc.seed)
+                     drop_last=cfg.data.drop_last, seed=tc.seed, world_size=env.world_size, rank=env.rank)
     steps_per_epoch = plan.steps_per_epoch()
     if steps_per_epoch == 0:
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} x grad_accum {tc.grad_accum} exceeds "
@@ -104,17 +130,19 @@ def fit(
 
     if resume and not has_checkpoint(run.checkpoints):
         # Killed before its first checkpoint completed: start over; the result is the same.
-        run.truncate_metrics(0)
+        if env.is_main:
+            run.truncate_metrics(0)
         reporter.message("no complete checkpoint yet; restarting this run from step 0")
     elif resume:
         ckpt = load_checkpoint(run.checkpoints)
-        model.load_state_dict(ckpt.model, strict=False)
-        optimizer.load_state_dict(ckpt.optimizer)
-        loop = ckpt.state["loop"]
-        state = LoopState(**loop)
-        set_rng_state(ckpt.state["rng"])
-        run.truncate_metrics(state.step)
-        reporter.message(f"resumed from {ckpt.path.name} (step {state.step}, epoch {state.epoch})")
+        restore_checkpoint(ckpt, model, optimizer, env)
+        state = LoopState(**ckpt.state["loop"])
+        if env.is_main:
+            run.truncate_metrics(state.step)
+        saved_world = ckpt.state.get("world_size", 1)
+        reporter.message(f"resumed from {ckpt.path.name} (step {state.step}, epoch {state.epoch}"
+                         + (f", saved by {saved_world} processes)" if saved_world != env.world_size else ")"))
+    barrier(env)  # no rank starts before every rank has read the checkpoint
 
     saved_at = -1
 
@@ -124,13 +152,15 @@ def fit(
             return
         saved_at = state.step
         save_checkpoint(run.checkpoints, state.step, model, optimizer, {"loop": asdict(state)},
-                        keep=tc.keep_checkpoints)
+                        keep=tc.keep_checkpoints, env=env, sharded=sharded)
 
     amp = (lambda: contextlib.nullcontext()) if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
     # The finite check reads each step's loss anyway (one scalar), so the running sum for
     # logging is a plain float and costs no extra tensor ops.
     loss_acc = 0.0
     move = device.type != "cpu"  # batches are built on the CPU
+    world = env.world_size
+    append_metrics = run.append_metrics if env.is_main else (lambda _record: None)
     steps_acc, samples_acc, t_log = 0, 0, time.perf_counter()
     reporter.start(total_steps, state.step, cfg.recipe)
     model.train()
@@ -143,17 +173,32 @@ def fit(
                 lr = lr_at(state.step, total_steps, cfg.optim.lr, cfg.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                batches = [data.train.batch(idx, epoch, train=True) for idx in plan.micro_batches(order, state.pos)]
-                count = task.count(batches[0][1]) if len(batches) == 1 else sum(task.count(y) for _, y in batches)
+                indices = plan.micro_batches(order, state.pos)
+                n = len(plan.global_indices(order, state.pos))
+                # A rank left without samples (a short last step) still joins the gradient
+                # exchange, with a zero-weighted pass over the step's first sample.
+                idle = not indices
+                if idle:
+                    indices = [plan.global_indices(order, state.pos)[:1]]
+                batches = [data.train.batch(idx, epoch, train=True) for idx in indices]
+                count = 0 if idle else sum(task.count(y) for _, y in batches)
+                if world > 1:  # the loss is a mean over the global batch's items
+                    count = int(all_sum(torch.tensor(float(count), dtype=torch.float64), env).item())
                 step_loss = None
-                for x, y in batches:
+                for i, (x, y) in enumerate(batches):
                     if move:
                         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    with amp():
-                        out = forward(x)
-                    loss = task.loss(out, y, count)
-                    (scaler.scale(loss) if scaler else loss).backward()
+                    with gradient_sync(model, i == len(batches) - 1):
+                        with amp():
+                            out = forward(x)
+                        loss = task.loss(out, y, count) if loss_fn is None else loss_fn(out, x, y, count)
+                        # DDP and FSDP average gradients over ranks; each rank's share of the
+                        # global mean is scaled back up by the world size.
+                        loss = loss * (0.0 if idle else float(world)) if world > 1 else loss
+                        (scaler.scale(loss) if scaler else loss).backward()
                     step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+                if world > 1:
+                    step_loss = all_sum(step_loss.float(), env) / world
                 loss_value = step_loss.item()
                 if not math.isfinite(loss_value):
                     if tc.nonfinite == "stop":
@@ -179,7 +224,6 @@ def fit(
                     steps_acc += 1
                 state.step += 1
                 state.pos += 1
-                n = len(batches[0][1]) if len(batches) == 1 else sum(len(y) for _, y in batches)
                 state.samples += n
                 samples_acc += n
                 logged = None
@@ -188,7 +232,7 @@ def fit(
                     now = time.perf_counter()
                     logged = loss_acc / max(steps_acc, 1)
                     sps = samples_acc / max(now - t_log, 1e-9)
-                    run.append_metrics({"split": "train", "step": state.step, "epoch": epoch + 1,
+                    append_metrics({"split": "train", "step": state.step, "epoch": epoch + 1,
                                         "loss": logged, "lr": lr, "samples_per_s": sps,
                                         "time_s": state.train_time_s + now - t_epoch})
                     loss_acc = 0.0
@@ -205,31 +249,45 @@ def fit(
                 state.epoch += 1
                 state.pos = 0
             if (finished_epoch and state.epoch % tc.eval_every == 0) or last:
-                _validate(model, data, task, cfg, run, device, state, reporter, best_path)
+                _validate(model, data, task, cfg, run, device, state, reporter, best_path, env, sharded)
                 if on_validate is not None:
+                    # Every rank runs it (a sharded model needs all of them for a forward pass).
+                    # It may call methods other than forward (GPT's generate), which FSDP's
+                    # hooks do not see: gather the root's parameters by hand around it.
                     was_training = model.training
                     model.eval()
-                    extra = on_validate(model, state)
+                    if sharded:
+                        model.unshard()
+                    extra = on_validate(unwrap(model), state)
+                    if sharded:
+                        model.reshard()
                     model.train(was_training)
                     if extra:
-                        run.append_metrics({"step": state.step, "epoch": state.epoch, **extra})
+                        append_metrics({"step": state.step, "epoch": state.epoch, **extra})
             checkpoint()
     finally:
         reporter.close()
     if es is not None and es.restore_best and best_path.exists():
-        load_weights(model, best_path)
+        load_full_model_state(model, load_tensors(best_path))
     return state
 
 
 def _validate(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig, run: Run,
-              device: torch.device, state: LoopState, reporter: Reporter, best_path: Any) -> None:
-    """Evaluate on the validation split; track the best model and early stopping."""
+              device: torch.device, state: LoopState, reporter: Reporter, best_path: Any,
+              env: DistEnv, sharded: bool) -> None:
+    """Evaluate on the validation split; track the best model and early stopping.
+
+    Every rank evaluates the whole split (a sharded model needs them all for a forward
+    pass, and the figures are then exactly those of a one-process run); rank 0's figures
+    are broadcast so that every rank takes the same early-stopping decision.
+    """
     if len(data.val) == 0:
         return
-    val = evaluate_split(model, data.val, task, device, cfg.data.eval_batch_size, cfg.train.precision)
-    scalars = {k: v for k, v in val.items() if isinstance(v, float)}
+    val = evaluate_split(unwrap(model), data.val, task, device, cfg.data.eval_batch_size, cfg.train.precision)
+    scalars = broadcast_object({k: v for k, v in val.items() if isinstance(v, float)}, env)
     state.last_val = scalars
-    run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars})
+    if env.is_main:
+        run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars})
     shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
     reporter.message(f"epoch {state.epoch} step {state.step}: val {shown}")
     es = cfg.train.early_stopping
@@ -238,7 +296,13 @@ def _validate(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentCon
     value = scalars.get(metric, math.nan)
     if _improved(value, state.best, mode, es.min_delta if es else 0.0):
         state.best, state.best_step, state.bad_evals = value, state.step, 0
-        save_weights(model, best_path)
+        if sharded:
+            weights = full_model_state(model)  # collective: every rank takes part
+            if env.is_main:
+                save_tensors(weights, best_path)
+        elif env.is_main:
+            save_weights(unwrap(model), best_path)
+        barrier(env)  # the file is complete before any rank may read it back
     else:
         state.bad_evals += 1
         if es is not None and state.bad_evals >= es.patience:
