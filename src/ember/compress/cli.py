@@ -85,7 +85,8 @@ def run_compress(args: argparse.Namespace) -> None:
     compress(args.run_dir, steps_from_args(args), args.out_dir, quiet=args.quiet)
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
+    """A figure as a table shows it: `-` for none, thousands separators, 4 decimals."""
     if isinstance(value, bool) or value is None:
         return "-"
     if isinstance(value, int):
@@ -109,13 +110,13 @@ def print_compression(record: dict[str, Any], run_path: Path | None = None) -> N
         table.add_column(col, justify="left" if not col else "right")
     for key, ratio, unit in rows:
         value = change.get(ratio)
-        table.add_row(key, _cell(parent.get(key)), _cell(child.get(key)),
+        table.add_row(key, format_cell(parent.get(key)), format_cell(child.get(key)),
                       f"{value:.2f}{unit}" if isinstance(value, (int, float)) else "-")
     names = [metric] + sorted(k for k in child if k not in {metric, "run", "threads"} | {r[0] for r in rows})
     for name in names:
         if name in child or name in parent:
             delta = change.get(f"{name}_delta")
-            table.add_row(name, _cell(parent.get(name)), _cell(child.get(name)),
+            table.add_row(name, format_cell(parent.get(name)), format_cell(child.get(name)),
                           f"{delta:+.4f}" if isinstance(delta, (int, float)) else "")
     Console().print(table)
     details = record.get("details", {})

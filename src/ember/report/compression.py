@@ -71,13 +71,9 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool) -> list[int]
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 1e4 else f"{value:,.0f}"
-    return html.escape(str(value))
+    from ember.compress.cli import format_cell
+
+    return html.escape(format_cell(value))
 
 
 def _plot(run: Run, rows: list[dict[str, Any]], metric: str, maximize: bool) -> str:

@@ -183,7 +183,8 @@ def fit(
                 batches = [data.train.batch(idx, epoch, train=True) for idx in indices]
                 count = 0 if idle else sum(task.count(y) for _, y in batches)
                 if world > 1:  # the loss is a mean over the global batch's items
-                    count = int(all_sum(torch.tensor(float(count), dtype=torch.float64), env).item())
+                    count = n if task.counts_samples else int(
+                        all_sum(torch.tensor(float(count), dtype=torch.float64), env).item())
                 step_loss = None
                 for i, (x, y) in enumerate(batches):
                     if move:
