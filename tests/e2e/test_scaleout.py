@@ -25,6 +25,7 @@ FAULTS = Path(__file__).parent / "faults"  # sitecustomize.py: fault injection f
 GPT = ["data.max_chars=120000", "data.block_size=32", "model.n_layer=2", "model.n_embd=32",
        "model.dropout=0", "train.max_steps=12", "train.checkpoint_every=6", "data.eval_batch_size=256",
        "log.report=false", "train.threads=1"]
+FSDP = ["train.strategy=fsdp", "train.activation_checkpointing=true"]
 # An MLP without dropout or batch norm (per-rank batch statistics differ from one process's),
 # with gradient accumulation and a short last step that splits unevenly over the ranks.
 MLP = ["train.epochs=2", "data.limit=400", "model.dropout=0", "model.batch_norm=false", "data.batch_size=30",
@@ -65,7 +66,8 @@ def gpt_single(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gpt_fsdp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("fsdp") / "run"
-    proc = _launch("stdlib-char-gpt", *GPT, "train.strategy=fsdp", "--nproc", "2", "--run-dir", run)
+    # Activation checkpointing too: recomputing the blocks in backward changes nothing.
+    proc = _launch("stdlib-char-gpt", *GPT, *FSDP, "--nproc", "2", "--run-dir", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -118,7 +120,7 @@ def test_sigkilled_worker_restarts_and_ends_with_the_same_weights(gpt_fsdp: Path
     run = tmp_path / "run"
     # Rank 1 SIGKILLs itself before step 9 on the first attempt; torchrun restarts both ranks,
     # which resume from the step-6 checkpoint.
-    proc = _launch("stdlib-char-gpt", *GPT, "train.strategy=fsdp", "--nproc", "2", "--max-restarts", "1",
+    proc = _launch("stdlib-char-gpt", *GPT, *FSDP, "--nproc", "2", "--max-restarts", "1",
                    "--run-dir", run, fault="kill:1:8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from step-00000006" in proc.stderr + proc.stdout
@@ -181,3 +183,32 @@ def test_world_of_one_helpers() -> None:
     t = torch.tensor([1.0, 2.0])
     assert torch.equal(all_sum(t, env), t)
     assert broadcast_object("x", env) == "x" and gather_objects(3, env) == [3]
+
+
+def test_activation_checkpointing_changes_no_gradient() -> None:
+    from ember.config import load
+    from ember.data.bundle import DataInfo
+    from ember.models import build
+    from ember.training.distributed import DistEnv, parallelize
+
+    cfg = load("stdlib-char-gpt", GPT)
+    info = DataInfo(task="lm", input_kind="tokens", input_shape=(32,), num_outputs=40, extra={"vocab_size": 40})
+    grads = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = parallelize(build(cfg.model, info), "single", DistEnv(), torch.device("cpu"),
+                            activation_checkpointing=checkpointed)
+        x = torch.randint(0, 40, (4, 32))
+        model(x).float().square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()  # no wrapper: parameter names unchanged
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_activation_checkpointing_needs_blocks() -> None:
+    from ember.errors import ConfigError
+    from ember.training.distributed import DistEnv, parallelize
+
+    with pytest.raises(ConfigError, match="no repeated blocks"):
+        parallelize(torch.nn.Linear(2, 2), "single", DistEnv(), torch.device("cpu"), activation_checkpointing=True)
