@@ -33,8 +33,8 @@ from ember.training.distributed import (
 from ember.training.evaluation import evaluate_split, predict_outputs
 from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
-from ember.training.train_state import full_model_state
-from ember.weights import load_weights, save_tensors, save_weights, sha256_file
+from ember.training.train_state import save_model_weights
+from ember.weights import load_weights, sha256_file
 
 __all__ = ["load_config", "train", "evaluate", "predict", "report", "open_run", "load_run", "LoadedRun"]
 
@@ -85,16 +85,24 @@ def load_run(path: str | Path, weights: Path | None = None) -> LoadedRun:
     return LoadedRun(run, cfg, info, for_info(info), model)
 
 
-def _prepare(cfg: ExperimentConfig, env: DistEnv | None = None) -> tuple[torch.device, DataBundle]:
+def prepare(cfg: ExperimentConfig, local_rank: int = 0) -> tuple[torch.device, DataBundle]:
+    """Threads, device (this rank's GPU under torchrun) and precision checked, data built."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device, (env or DistEnv()).local_rank)
+    device = resolve_device(cfg.train.device, local_rank)
     check_precision(cfg.train.precision, device)
     bundle = data_mod.build(cfg.data, cfg.train.seed)
     return device, bundle
 
 
-def _config_for(recipe: str | ExperimentConfig, overrides: list[str] | None,
+def write_data_files(run: Run, bundle: DataBundle) -> None:
+    """`data_info.json` (and `tokenizer.json` for text): what rebuilding the model needs."""
+    atomic_write_text(run.data_info, bundle.info.to_json())
+    if bundle.tokenizer is not None:
+        atomic_write_text(run.path / "tokenizer.json", bundle.tokenizer.to_json())
+
+
+def config_for(recipe: str | ExperimentConfig, overrides: list[str] | None,
                 resume: str | Path | None) -> tuple[ExperimentConfig, Run | None]:
     """The config to train and, with `--resume`, the run it continues."""
     if resume is not None:
@@ -163,18 +171,16 @@ def train(
 
 def _train(recipe: str | ExperimentConfig, overrides: list[str] | None, run_dir: str | Path | None,
            resume: str | Path | None, quiet: bool, verbose: bool, env: DistEnv, t0: float) -> Run:
-    cfg, continued = _config_for(recipe, overrides, resume)
+    cfg, continued = config_for(recipe, overrides, resume)
+    device, bundle = prepare(cfg, env.local_rank)
     # Join the process group (when torchrun started this process) before anything is written.
-    init_process_group(env, resolve_device(cfg.train.device, env.local_rank), cfg.train.dist_timeout_s)
+    init_process_group(env, device, cfg.train.dist_timeout_s)
     continued = continued or _restarted_run(cfg, run_dir, env)
     run = continued if continued is not None else _create_run(cfg, run_dir, env)
     resumed = continued is not None
     strategy = resolve_strategy(cfg.train.strategy, env)
-    device, bundle = _prepare(cfg, env)
     if env.is_main:
-        atomic_write_text(run.data_info, bundle.info.to_json())
-        if bundle.tokenizer is not None:
-            atomic_write_text(run.path / "tokenizer.json", bundle.tokenizer.to_json())
+        write_data_files(run, bundle)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = models.build(cfg.model, bundle.info).to(device)
     if env.rank > 0:  # dropout masks differ between ranks (rank 0 keeps the one-process stream)
@@ -190,14 +196,10 @@ def _train(recipe: str | ExperimentConfig, overrides: list[str] | None, run_dir:
     sampler = _lm_sampler(bundle, cfg.train.seed, device) if task.name == "lm" and bundle.tokenizer else None
     state = fit(train_model, bundle, task, cfg, run, device, resume=resumed, reporter=reporter,
                 on_validate=sampler, env=env, strategy=strategy)
-    if strategy == "fsdp":
-        weights = full_model_state(train_model)  # collective: gathered to rank 0
-        if env.is_main:
-            save_tensors(weights, run.weights)
-            model = models.build(cfg.model, bundle.info).to(device)  # a whole copy to score
-            load_weights(model, run.weights)
-    elif env.is_main:
-        save_weights(model, run.weights)
+    save_model_weights(train_model, run.weights, env.is_main)  # collective under FSDP
+    if strategy == "fsdp" and env.is_main:
+        model = models.build(cfg.model, bundle.info).to(device)  # a whole copy to score
+        load_weights(model, run.weights)
     barrier(env)
     if not env.is_main:
         return run

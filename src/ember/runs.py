@@ -121,20 +121,31 @@ class Run:
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def new_run_dir(runs_dir: Path, recipe: str, run_dir: Path | None = None) -> Run:
-    """Create a fresh run directory; an explicit `run_dir` must not already hold a run."""
-    if run_dir is not None:
-        if (run_dir / "config.yaml").exists():
-            raise RunError(f"--run-dir '{run_dir}' already holds a run; use --resume {run_dir} or another folder")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return Run(run_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+def check_free(run_dir: Path) -> None:
+    """An explicit `--run-dir` must not already hold a run."""
+    if (run_dir / "config.yaml").exists():
+        raise RunError(f"--run-dir '{run_dir}' already holds a run; use --resume {run_dir} or another folder")
+
+
+def fresh_run_path(runs_dir: Path, recipe: str) -> Path:
+    """`runs_dir/<recipe>-<time>`, not yet taken (not created)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = runs_dir / f"{recipe}-{stamp}"
     suffix = 1
     while path.exists():  # two runs started in the same second
         suffix += 1
         path = runs_dir / f"{recipe}-{stamp}-{suffix}"
+    return path
+
+
+def new_run_dir(runs_dir: Path, recipe: str, run_dir: Path | None = None) -> Run:
+    """Create a fresh run directory; an explicit `run_dir` must not already hold a run."""
+    if run_dir is not None:
+        check_free(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return Run(run_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    path = fresh_run_path(runs_dir, recipe)
     path.mkdir()
     return Run(path)
 

@@ -28,7 +28,6 @@ class Task:
     name = "task"
     primary_metric = "loss"
     primary_mode = "min"
-    counts_samples = True  # `count` is the number of samples: known without looking at targets
 
     def __init__(self, info: DataInfo) -> None:
         self.info = info
@@ -158,8 +157,6 @@ class LanguageModeling(Task):
     def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
         logits = output.float().reshape(-1, output.shape[-1])  # (B*T, V)
         return F.cross_entropy(logits, target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-
-    counts_samples = False  # ignored positions do not count
 
     def count(self, target: Tensor) -> int:
         return int((target != IGNORE_INDEX).sum())

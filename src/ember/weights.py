@@ -69,13 +69,17 @@ def _unique_state(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Save a model's parameters and buffers; refuses non-finite weights."""
-    state = _unique_state(model)
+def save_state(state: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """`save_tensors` for weights: refuses to write a non-finite tensor."""
     for name, t in state.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"refusing to save '{path.name}': tensor '{name}' is not finite")
     save_tensors(state, path, metadata)
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Save a model's parameters and buffers; refuses non-finite weights."""
+    save_state(_unique_state(model), path, metadata)
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

@@ -32,12 +32,11 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 from torch import Tensor, nn
 
-from ember import data as data_mod
 from ember import models
 from ember.config import ExperimentConfig, from_dict
-from ember.data.bundle import DataInfo
+from ember.data.bundle import DataBundle, DataInfo
 from ember.errors import ConfigError
-from ember.runs import Run, atomic_write_text
+from ember.runs import Run
 from ember.section import Section
 from ember.tasks import IGNORE_INDEX, Task, for_info
 from ember.training.device import check_precision
@@ -239,7 +238,8 @@ def _same_data(teacher: DataInfo, student: DataInfo) -> None:
 
 
 def distill(teacher: LoadedRun, student_cfg: Any, cfg: ExperimentConfig, run: Run, device: torch.device,
-            dcfg: DistillConfig, reporter: Reporter | None = None) -> tuple[nn.Module, LoopState]:
+            dcfg: DistillConfig, reporter: Reporter | None = None,
+            bundle: DataBundle | None = None) -> tuple[nn.Module, LoopState]:
     """Train a student model from `student_cfg` on `cfg`'s data, taught by a finished run.
 
     Data comes from `cfg.data` (which must describe the teacher's data), optimisation from
@@ -247,6 +247,7 @@ def distill(teacher: LoadedRun, student_cfg: Any, cfg: ExperimentConfig, run: Ru
     `student_cfg`. Writes `data_info.json` (and `tokenizer.json` for text) into `run` so the
     child run can be reloaded with `load_run` once its weights are saved; metrics and
     checkpoints go there through `fit()`. Saving weights and the summary is the caller's.
+    `bundle`, when the caller has already built `cfg.data`, saves building it again.
 
     Returns:
         The trained student (eval mode, on `device`) and the loop's final state.
@@ -254,17 +255,16 @@ def distill(teacher: LoadedRun, student_cfg: Any, cfg: ExperimentConfig, run: Ru
     Raises:
         ConfigError: an invalid or ill-fitting student, or data unlike the teacher's.
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    check_precision(cfg.train.precision, device)
+    from ember.api import prepare, write_data_files
+
     student_model_cfg = student_model_config(student_cfg, cfg)
-    bundle = data_mod.build(cfg.data, cfg.train.seed)
+    if bundle is None:
+        _, bundle = prepare(cfg)
+    check_precision(cfg.train.precision, device)
     info = bundle.info
     _check_task(info)
     _same_data(teacher.info, info)
-    atomic_write_text(run.data_info, info.to_json())
-    if bundle.tokenizer is not None:
-        atomic_write_text(run.path / "tokenizer.json", bundle.tokenizer.to_json())
+    write_data_files(run, bundle)
 
     torch.manual_seed(cfg.train.seed)  # the same init as `ember train` with this model
     student = models.build(student_model_cfg, info)

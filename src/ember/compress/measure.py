@@ -15,7 +15,6 @@ its child are always measured in the same process, one after the other.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 
 from ember.data.bundle import ArrayDataset, DataInfo
 from ember.tasks import Task
+from ember.timing import median_ms
 from ember.training.evaluation import evaluate_split
 
 __all__ = ["MEASURE_THREADS", "measure", "latency_ms", "throughput", "primary_metric", "example_input",
@@ -47,14 +47,11 @@ def cpu_threads(n: int) -> Iterator[None]:
 
 
 def primary_metric(task: Task) -> tuple[str, str]:
-    """(metric, "max"|"min") a compressed model is judged by: accuracy, perplexity or RMSE."""
-    if task.name == "classification":
-        return "accuracy", "max"
+    """(metric, "max"|"min") a compressed model is judged by: the task's own, except that a
+    language model is judged by perplexity (the issue's unit) rather than its loss."""
     if task.name == "lm":
         return "perplexity", "min"
-    if task.name in ("regression", "forecast"):
-        return "rmse", "min"
-    return "loss", "min"
+    return task.primary_metric, task.primary_mode
 
 
 def example_input(info: DataInfo, batch: int = 1) -> Tensor:
@@ -77,15 +74,7 @@ def _batch(dataset: ArrayDataset, n: int) -> Tensor:
 @torch.no_grad()
 def latency_ms(model: nn.Module, x: Tensor, warmup: int = 5, repeats: int = 50, budget_s: float = 5.0) -> float:
     """Median milliseconds of `model(x)` over up to `repeats` passes (fewer past `budget_s`)."""
-    for _ in range(warmup):
-        model(x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 5 or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    return median_ms(lambda: model(x), warmup, repeats, budget_s)
 
 
 @torch.no_grad()

@@ -13,91 +13,39 @@ evaluated, and each step's cost and gain is read off its own record.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from torch import nn
 
-from ember import data as data_mod
 from ember import models
-from ember.api import LoadedRun, _summarize, load_run
+from ember.api import LoadedRun, _summarize, load_run, prepare, write_data_files
+from ember.compress import methods
 from ember.compress.child import is_quantized
 from ember.compress.config import (
     CompressConfig,
     DistillStep,
-    FinetuneStep,
     PruneStep,
     QuantizeStep,
     Step,
     check_order,
 )
 from ember.compress.measure import MEASURE_THREADS, measure, primary_metric
+from ember.compress.methods import Node
 from ember.compress.record import RECORD, read_record
-from ember.compress.training import (
-    FINETUNE_LR_SCALE,
-    STRUCTURED_LR_SCALE,
-    PhaseRun,
-    finetune,
-    freeze_zeros,
-    train_config,
-)
-from ember.config import ExperimentConfig, from_dict, to_yaml
+from ember.config import from_dict, to_yaml
 from ember.data.bundle import DataBundle
 from ember.errors import ConfigError
 from ember.runs import Run, atomic_write_text, new_run_dir
-from ember.training.device import resolve_device
-from ember.training.loop import LoopState
 from ember.training.progress import Reporter
 from ember.weights import save_tensors, save_weights
 
 __all__ = ["compress"]
 
 FORMAT = "ember.compression/1"
-
-
-@dataclass
-class _Node:
-    """A run in the chain: its loaded model, measured figures and what built it."""
-
-    loaded: LoadedRun
-    figures: dict[str, Any]
-    transforms: list[dict[str, Any]]
-    lineage: list[dict[str, str]]  # ancestors, root first
-    steps: list[dict[str, Any]]  # every step applied since the root
-
-
-@dataclass
-class _Result:
-    """What one step produced, before it is written out."""
-
-    model: nn.Module
-    config: ExperimentConfig
-    transforms: list[dict[str, Any]]
-    details: dict[str, Any]
-    state: LoopState = field(default_factory=LoopState)
-    params: int | None = None  # for int8 models: the float model's count
-
-
-def _student_section(step: DistillStep) -> Any:
-    """The student model section: inline, or read from a YAML file (safe loader)."""
-    if isinstance(step.student, dict):
-        return step.student
-    path = Path(step.student)
-    if not path.is_file():
-        raise ConfigError(f"--student: '{path}' does not exist; give a YAML file holding a model section, "
-                          "e.g. {name: cnn, channels: [8, 16], hidden: [32]}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--student: '{path}' is not valid YAML ({str(exc).strip().splitlines()[0]})") from None
-    return raw
 
 
 def _resolve_chain(parent: LoadedRun, steps: CompressConfig | list[Step] | None) -> list[Step]:
@@ -125,10 +73,9 @@ def _precheck(parent: LoadedRun, chain: list[Step], transforms: list[dict[str, A
 
             check_supported(model, step.mode)
         elif isinstance(step, DistillStep):
-            section = _student_section(step)
+            student = student_model_config(step.student, teacher_cfg)  # reads a --student file
             try:
-                check_student(section, teacher_cfg, parent.info)
-                student = student_model_config(section, teacher_cfg)
+                check_student(student, teacher_cfg, parent.info)
             except ConfigError as exc:
                 raise ConfigError(f"student: {exc}") from None
             teacher_cfg = from_dict({**teacher_cfg.model_dump(mode="json"), "model": student.model_dump(mode="json")})
@@ -145,127 +92,6 @@ def _child_folder(parent: Run, recipe: str, out_dir: Path | None, index: int, co
         # A failed step removes its folder: never let that be a folder holding the user's files.
         raise ConfigError(f"--run-dir: '{target}' exists and is not empty; give a new or empty folder")
     return new_run_dir(parent.path.parent, recipe, target)
-
-
-# --- the methods ---------------------------------------------------------------------------
-
-
-def _prune(node: _Node, step: PruneStep, bundle: DataBundle, run: Run, device: torch.device,
-           reporter: Reporter) -> _Result:
-    from ember.compress.prune import (
-        make_permanent,
-        prune_structured,
-        prune_unstructured,
-        sparsity_of,
-    )
-
-    cfg = node.loaded.config
-    model = copy.deepcopy(node.loaded.model).to(device)
-    scale = STRUCTURED_LR_SCALE if step.kind == "structured" else FINETUNE_LR_SCALE
-    ft_cfg = train_config(cfg, step.finetune_epochs or 1, step.lr, step.max_steps, fine_tune=True, lr_scale=scale)
-    example = bundle.train.batch(torch.arange(min(2, len(bundle.train))))[0].to(device)
-    transforms = list(node.transforms)
-    details: dict[str, Any] = {"kind": step.kind, "target": step.sparsity, "iterations": step.iterations,
-                               "finetune_epochs": step.finetune_epochs,
-                               "sparsity_before": round(sparsity_of(model), 6)}
-    state, offset = LoopState(), 0
-    for it in range(step.iterations):
-        if step.kind == "unstructured":
-            # A linear ramp of the total share masked (masks only grow); fine-tuning in
-            # between lets the remaining weights take over before the next cut.
-            target = step.sparsity * (it + 1) / step.iterations
-            stats = prune_unstructured(model, max(target, details["sparsity_before"]))
-            reporter.message(f"prune {it + 1}/{step.iterations}: {stats['sparsity']:.3f} of "
-                             f"{stats['total']:,} weights zero")
-        else:
-            # Per round remove q of each layer so that (1 - q)^k = 1 - ratio after k rounds.
-            q = 1 - (1 - step.sparsity) ** (1 / step.iterations)
-            model, record = prune_structured(model, q, example)
-            transforms.append({"kind": "structure", "record": record})
-            reporter.message(f"prune {it + 1}/{step.iterations}: {record['params_before']:,} -> "
-                             f"{record['params_after']:,} parameters")
-        if step.finetune_epochs:
-            state = finetune(model, bundle, ft_cfg, PhaseRun(run.path, f"prune-{it + 1}", offset), device, reporter)
-            offset += state.step
-    make_permanent(model)
-    details["sparsity"] = round(sparsity_of(model), 6)
-    return _Result(model, ft_cfg if step.finetune_epochs else cfg, transforms, details, state)
-
-
-def _quantize(node: _Node, step: QuantizeStep, bundle: DataBundle, run: Run, reporter: Reporter) -> _Result:
-    from ember.compress.quantize import (
-        check_supported,
-        convert_qat,
-        prepare_qat,
-        quantize,
-    )
-
-    cfg = node.loaded.config
-    cpu = torch.device("cpu")  # int8 kernels are CPU kernels
-    model = copy.deepcopy(node.loaded.model).to(cpu).eval()
-    check_supported(model, step.mode)
-    params = node.figures["params"]
-    details: dict[str, Any] = {"mode": step.mode}
-    state = LoopState()
-    out_cfg = cfg
-    if step.mode == "qat":
-        epochs = step.finetune_epochs or 2
-        out_cfg = train_config(cfg, epochs, step.lr, step.max_steps, fine_tune=True, device="cpu")
-        example = bundle.train.batch(torch.arange(min(2, len(bundle.train))))[0]
-        prepared = prepare_qat(model, example)
-        kept = freeze_zeros(prepared)  # a pruned parent stays sparse through QAT
-        state = finetune(prepared, bundle, out_cfg, PhaseRun(run.path, "qat", 0), cpu, reporter)
-        from ember.compress.prune import make_permanent
-
-        make_permanent(prepared)
-        qmodel = convert_qat(prepared.eval())
-        details.update({"finetune_epochs": epochs, "zeros_kept": kept})
-    else:
-        calibration = None
-        if step.mode == "static":
-            gen = torch.Generator().manual_seed(cfg.train.seed)
-            order = torch.randperm(len(bundle.train), generator=gen)
-            size = cfg.data.batch_size
-            calibration = [bundle.train.batch(order[i * size:(i + 1) * size])[0]
-                           for i in range(step.calibration_batches) if i * size < len(order)]
-            details["calibration_batches"] = len(calibration)
-            details["calibration_samples"] = sum(len(b) for b in calibration)
-        qmodel = quantize(model, step.mode, calibration)
-    # Quantized kernels run on the CPU, in fp32 around int8: the child's config says so, for `ember evaluate`.
-    out_cfg = from_dict({**out_cfg.model_dump(mode="json"),
-                         "train": {**out_cfg.train.model_dump(mode="json"), "device": "cpu", "precision": "fp32"}})
-    transforms = [*node.transforms, {"kind": "quantize", "mode": step.mode, "meta": {}}]
-    return _Result(qmodel, out_cfg, transforms, details, state, params=params)
-
-
-def _distill(node: _Node, step: DistillStep, run: Run, device: torch.device, reporter: Reporter) -> _Result:
-    from ember.compress.distill import DistillConfig, distill, student_model_config
-
-    cfg = node.loaded.config
-    student_cfg = student_model_config(_student_section(step), cfg)
-    train_cfg = train_config(cfg, step.epochs or cfg.train.epochs, step.lr, step.max_steps or cfg.train.max_steps,
-                             fine_tune=False)
-    dcfg = DistillConfig(temperature=step.temperature, alpha=step.alpha)
-    student, state = distill(node.loaded, student_cfg, train_cfg, run, device, dcfg, reporter=reporter)
-    out_cfg = from_dict({**train_cfg.model_dump(mode="json"), "model": student_cfg.model_dump(mode="json")})
-    details = {"student": student_cfg.model_dump(mode="json"), "temperature": step.temperature,
-               "alpha": step.alpha, "epochs": train_cfg.train.epochs,
-               "teacher_params": node.figures["params"], "student_params": models.count_parameters(student)}
-    return _Result(student, out_cfg, [], details, state)  # a new architecture: no transforms to replay
-
-
-def _finetune(node: _Node, step: FinetuneStep, bundle: DataBundle, run: Run, device: torch.device,
-              reporter: Reporter) -> _Result:
-    from ember.compress.prune import make_permanent, sparsity_of
-
-    cfg = node.loaded.config
-    model = copy.deepcopy(node.loaded.model).to(device)
-    ft_cfg = train_config(cfg, step.epochs, step.lr, step.max_steps, fine_tune=True)
-    kept = freeze_zeros(model)  # a sparse parent stays exactly as sparse
-    state = finetune(model, bundle, ft_cfg, PhaseRun(run.path, "finetune", 0), device, reporter)
-    make_permanent(model)
-    details = {"epochs": step.epochs, "zeros_kept": kept, "sparsity": round(sparsity_of(model), 6)}
-    return _Result(model, ft_cfg, list(node.transforms), details, state)
 
 
 # --- one step, written out -----------------------------------------------------------------
@@ -288,25 +114,23 @@ def _change(parent: dict[str, Any], child: dict[str, Any], metric: str, mode: st
     return out
 
 
-def _step(node: _Node, step: Step, bundle: DataBundle, run: Run, device: torch.device, reporter: Reporter,
-          t0: float) -> _Node:
+def _step(node: Node, step: Step, bundle: DataBundle, run: Run, device: torch.device, reporter: Reporter,
+          t0: float) -> Node:
     parent = node.loaded
     reporter.message(f"{step.method}: {parent.run.path} -> {run.path}")
     if isinstance(step, PruneStep):
-        result = _prune(node, step, bundle, run, device, reporter)
+        result = methods.prune(node, step, bundle, run, device, reporter)
     elif isinstance(step, QuantizeStep):
-        result = _quantize(node, step, bundle, run, reporter)
+        result = methods.quantize(node, step, bundle, run, reporter)
     elif isinstance(step, DistillStep):
-        result = _distill(node, step, run, device, reporter)
+        result = methods.distill(node, step, bundle, run, device, reporter)
     else:
-        result = _finetune(node, step, bundle, run, device, reporter)
+        result = methods.finetune(node, step, bundle, run, device, reporter)
 
     recipe = f"{parent.config.recipe}-{step.method}"
     cfg = from_dict({**result.config.model_dump(mode="json"), "recipe": recipe, "compress": None})
     atomic_write_text(run.config, to_yaml(cfg))
-    atomic_write_text(run.data_info, bundle.info.to_json())
-    if bundle.tokenizer is not None:
-        atomic_write_text(run.path / "tokenizer.json", bundle.tokenizer.to_json())
+    write_data_files(run, bundle)
     transforms = result.transforms
     if transforms and transforms[-1]["kind"] == "quantize" and not transforms[-1]["meta"]:
         from ember.compress.quantize import quantized_state
@@ -349,7 +173,7 @@ def _step(node: _Node, step: Step, bundle: DataBundle, run: Run, device: torch.d
         from ember.report.build import build_report
 
         build_report(run, child.model, bundle, child.task, cpu, limit=cfg.log.image_grid)
-    return _Node(child, figures, transforms, lineage, steps)
+    return Node(child, figures, transforms, lineage, steps)
 
 
 def compress(run_dir: str | Path, steps: CompressConfig | list[Step] | None = None,
@@ -380,15 +204,12 @@ def compress(run_dir: str | Path, steps: CompressConfig | list[Step] | None = No
     transforms = list(record.get("transforms", []))
     _precheck(parent, chain, transforms)
     cfg = parent.config
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
-    bundle = data_mod.build(cfg.data, cfg.train.seed)
+    device, bundle = prepare(cfg)
     reporter = Reporter(quiet=quiet, enabled=verbose)
     params = record.get("child", {}).get("params") or models.count_parameters(parent.model)
     figures = measure(parent.model.cpu(), bundle.test, parent.task, parent.run.weights, params,
                       cfg.data.eval_batch_size)
-    node = _Node(parent, figures, transforms, list(record.get("lineage", [])), list(record.get("steps", [])))
+    node = Node(parent, figures, transforms, list(record.get("lineage", [])), list(record.get("steps", [])))
     out = Path(out_dir) if out_dir is not None else None
     children: list[Run] = []
     for i, step in enumerate(chain):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import tempfile
 import time
 import warnings
@@ -22,6 +21,7 @@ from torch import nn
 
 from ember.errors import ConfigError
 from ember.runs import atomic_write_text
+from ember.timing import median_ms
 
 __all__ = ["export_onnx", "parity", "latency_ms", "generate_onnx"]
 
@@ -67,15 +67,8 @@ def parity(session: Any, model: nn.Module, x: torch.Tensor, task: str) -> dict[s
 
 def latency_ms(session: Any, x: torch.Tensor, repeats: int = 30) -> float:
     """Median latency of one batch through ONNX Runtime, in milliseconds."""
-    name = session.get_inputs()[0].name
-    feed = {name: x.numpy()}
-    session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return median_ms(lambda: session.run(None, feed), warmup=1, repeats=repeats)
 
 
 def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, samples: int = 64) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 from ember.config import ExperimentConfig
@@ -34,16 +33,6 @@ def worker_argv(recipe: str, overrides: list[str], run_dir: Path | None, resume:
     return argv + (["--quiet"] if quiet else [])
 
 
-def _default_run_dir(cfg: ExperimentConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(cfg.log.runs_dir) / f"{cfg.recipe}-{stamp}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path(cfg.log.runs_dir) / f"{cfg.recipe}-{stamp}-{suffix}"
-    return path
-
-
 def launch_train(recipe: str, overrides: list[str], nproc: int, max_restarts: int,
                  run_dir: Path | None = None, resume: Path | None = None, quiet: bool = False) -> int:
     """Run `ember train` in `nproc` processes; returns the exit code for the `ember` command.
@@ -51,9 +40,8 @@ def launch_train(recipe: str, overrides: list[str], nproc: int, max_restarts: in
     Mistakes the workers would all make (a bad config, a run directory already in use, more
     processes than GPUs) are caught here first, before anything starts, with exit code 2.
     """
-    from ember import api
-    from ember.config import load
-    from ember.runs import open_run
+    from ember.api import config_for
+    from ember.runs import check_free, fresh_run_path
 
     if "WORLD_SIZE" in os.environ:
         raise ConfigError("--nproc: this process was itself started by torchrun; drop --nproc")
@@ -61,15 +49,11 @@ def launch_train(recipe: str, overrides: list[str], nproc: int, max_restarts: in
         raise ConfigError(f"--nproc: got {nproc}; must be >= 1")
     if max_restarts < 0:
         raise ConfigError(f"--max-restarts: got {max_restarts}; must be >= 0")
-    if resume is not None:
-        if overrides:
-            raise ConfigError("--resume continues a run with its saved config; drop the key=value overrides")
-        cfg = api.read_config(open_run(resume))
-    else:
-        cfg = load(recipe, overrides)
-        if run_dir is not None and (run_dir / "config.yaml").exists():
-            raise ConfigError(f"--run-dir '{run_dir}' already holds a run; use --resume {run_dir} or another folder")
-        run_dir = run_dir or _default_run_dir(cfg)
+    cfg, _ = config_for(recipe, overrides, resume)  # the checks `ember train` itself makes
+    if resume is None:
+        if run_dir is not None:
+            check_free(run_dir)
+        run_dir = run_dir or fresh_run_path(Path(cfg.log.runs_dir), cfg.recipe)
     if cfg.train.strategy == "single" and nproc > 1:
         raise ConfigError(f"train.strategy: 'single' runs one process, but --nproc is {nproc}; use ddp, fsdp or auto")
     _check_devices(cfg, nproc)

@@ -48,8 +48,8 @@ from ember.training.evaluation import evaluate_split
 from ember.training.optim import build_optimizer
 from ember.training.progress import Reporter
 from ember.training.schedule import lr_at
-from ember.training.train_state import full_model_state, load_full_model_state
-from ember.weights import load_tensors, save_tensors, save_weights
+from ember.training.train_state import load_full_model_state, save_model_weights
+from ember.weights import load_tensors
 
 __all__ = ["fit", "LoopState"]
 
@@ -173,18 +173,19 @@ def fit(
                 lr = lr_at(state.step, total_steps, cfg.optim.lr, cfg.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                step_indices = plan.global_indices(order, state.pos)
+                n = len(step_indices)
                 indices = plan.micro_batches(order, state.pos)
-                n = len(plan.global_indices(order, state.pos))
                 # A rank left without samples (a short last step) still joins the gradient
                 # exchange, with a zero-weighted pass over the step's first sample.
                 idle = not indices
                 if idle:
-                    indices = [plan.global_indices(order, state.pos)[:1]]
+                    indices = [step_indices[:1]]
                 batches = [data.train.batch(idx, epoch, train=True) for idx in indices]
-                count = 0 if idle else sum(task.count(y) for _, y in batches)
-                if world > 1:  # the loss is a mean over the global batch's items
-                    count = n if task.counts_samples else int(
-                        all_sum(torch.tensor(float(count), dtype=torch.float64), env).item())
+                # The loss is a mean over the global batch's items. Targets are never augmented,
+                # so every rank counts them itself from the step's indices: no collective.
+                count = (sum(task.count(y) for _, y in batches) if world == 1
+                         else task.count(data.train.y[step_indices]))
                 step_loss = None
                 for i, (x, y) in enumerate(batches):
                     if move:
@@ -193,9 +194,10 @@ def fit(
                         with amp():
                             out = forward(x)
                         loss = task.loss(out, y, count) if loss_fn is None else loss_fn(out, x, y, count)
-                        # DDP and FSDP average gradients over ranks; each rank's share of the
-                        # global mean is scaled back up by the world size.
-                        loss = loss * (0.0 if idle else float(world)) if world > 1 else loss
+                        if world > 1:
+                            # DDP and FSDP average gradients over ranks; each rank's share of
+                            # the global mean is scaled back up by the world size.
+                            loss = loss * (0.0 if idle else float(world))
                         (scaler.scale(loss) if scaler else loss).backward()
                     step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
                 if world > 1:
@@ -250,7 +252,7 @@ def fit(
                 state.epoch += 1
                 state.pos = 0
             if (finished_epoch and state.epoch % tc.eval_every == 0) or last:
-                _validate(model, data, task, cfg, run, device, state, reporter, best_path, env, sharded)
+                _validate(model, data, task, cfg, run, device, state, reporter, best_path, env)
                 if on_validate is not None:
                     # Every rank runs it (a sharded model needs all of them for a forward pass).
                     # It may call methods other than forward (GPT's generate), which FSDP's
@@ -275,7 +277,7 @@ def fit(
 
 def _validate(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig, run: Run,
               device: torch.device, state: LoopState, reporter: Reporter, best_path: Any,
-              env: DistEnv, sharded: bool) -> None:
+              env: DistEnv) -> None:
     """Evaluate on the validation split; track the best model and early stopping.
 
     Every rank evaluates the whole split (a sharded model needs them all for a forward
@@ -297,12 +299,7 @@ def _validate(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentCon
     value = scalars.get(metric, math.nan)
     if _improved(value, state.best, mode, es.min_delta if es else 0.0):
         state.best, state.best_step, state.bad_evals = value, state.step, 0
-        if sharded:
-            weights = full_model_state(model)  # collective: every rank takes part
-            if env.is_main:
-                save_tensors(weights, best_path)
-        elif env.is_main:
-            save_weights(unwrap(model), best_path)
+        save_model_weights(model, best_path, env.is_main)  # collective under FSDP
         barrier(env)  # the file is complete before any rank may read it back
     else:
         state.bad_evals += 1

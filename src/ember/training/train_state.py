@@ -34,13 +34,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from ember.errors import CheckpointError
 from ember.runs import atomic_write_text
 from ember.training.distributed import unwrap
-from ember.weights import load_tensors, save_tensors
+from ember.weights import load_tensors, save_state, save_tensors
 
 __all__ = [
-    "aliases", "full_model_state", "save_full", "load_full", "save_sharded", "load_sharded",
+    "aliases", "full_model_state", "save_model_weights", "save_full", "load_full", "save_sharded", "load_sharded",
     "load_full_model_state", "SEP",
 ]
 
@@ -92,11 +91,7 @@ def save_full(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path, 
     msd, osd = get_state_dict(unwrap(model), optimizer, options=_FULL)  # collective under FSDP
     if not is_main:
         return
-    msd = _drop_aliases(msd, model)
-    for name, t in msd.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise CheckpointError(f"refusing to save a checkpoint: tensor '{name}' is not finite")
-    save_tensors(msd, folder / "model.safetensors")
+    save_state(_drop_aliases(msd, model), folder / "model.safetensors")
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pname, slots in osd["state"].items():
@@ -108,6 +103,16 @@ def save_full(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path, 
     save_tensors(tensors, folder / "optimizer.safetensors")
     rest = {"param_groups": osd["param_groups"], "scalars": scalars}
     atomic_write_text(folder / "optimizer.json", json.dumps(rest, sort_keys=True))
+
+
+def save_model_weights(model: nn.Module, path: Path, is_main: bool) -> None:
+    """Whole weights of a trained model, whatever wraps it, written by rank 0 to `path`.
+
+    Every rank calls it: under FSDP gathering the shards is collective.
+    """
+    weights = full_model_state(model)
+    if is_main:
+        save_state(weights, path)
 
 
 def load_full(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder: Path) -> None:
