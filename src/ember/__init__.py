@@ -4,31 +4,85 @@
     >>> run = ember.train("digits-cnn", ["train.epochs=1"], quiet=True)
     >>> ember.evaluate(run.path)["accuracy"] > 0.5
     True
+
+The public names load on first use (`ember.train` imports torch; `import ember` and
+`ember --help` do not).
 """
 
-from ember.api import evaluate, load_config, load_run, open_run, predict, report, train
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from ember.errors import CheckpointError, ConfigError, DataError, EmberError, RunError
 
+__version__ = "0.2.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "load_config": "ember.api",
+    "train": "ember.api",
+    "evaluate": "ember.api",
+    "predict": "ember.api",
+    "report": "ember.api",
+    "open_run": "ember.runs",
+    "load_run": "ember.loading",
+    "LoadedRun": "ember.loading",
+    "register_model": "ember.models",
+    "register_data": "ember.data",
+    "register_callback": "ember.training.callbacks",
+    "Callback": "ember.training.callbacks",
+    "FitState": "ember.training.callbacks",
+    "StopTraining": "ember.training.callbacks",
+    "CallbackError": "ember.training.callbacks",
+    "ModelPlugin": "ember.plugins",
+    "DataPlugin": "ember.plugins",
+    "Section": "ember.section",
+    "DataBundle": "ember.data.bundle",
+    "DataInfo": "ember.data.bundle",
+    "data_bundle": "ember.data.objects",
+    "TensorBoardLogger": "ember.training.loggers",
+    "MLflowLogger": "ember.training.loggers",
+}
+
 __all__ = [
-    "load_config",
-    "train",
-    "evaluate",
-    "predict",
-    "open_run",
-    "load_run",
-    "report",
-    "explain",
-    "EmberError",
-    "ConfigError",
-    "DataError",
-    "CheckpointError",
-    "RunError",
+    "load_config", "train", "evaluate", "predict", "report", "open_run", "load_run", "LoadedRun",
+    "register_model", "register_data", "register_callback", "Callback", "FitState", "StopTraining",
+    "CallbackError", "ModelPlugin", "DataPlugin", "Section", "DataBundle", "DataInfo", "data_bundle",
+    "TensorBoardLogger", "MLflowLogger", "explain", "EmberError", "ConfigError", "DataError",
+    "CheckpointError", "RunError", "__version__",
 ]
-__version__ = "0.1.0"
 
 
-def explain(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-    """`ember.attribution.explain` (imported lazily: captum, shap and lime are optional)."""
-    from ember.attribution import explain as _explain
+def __getattr__(name: str) -> Any:
+    if name == "explain":  # the package `ember.explain` is callable: ember.explain(run_dir, ...)
+        return import_module("ember.explain")
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
-    return _explain(*args, **kwargs)
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from ember.api import evaluate, load_config, predict, report, train
+    from ember.data import register_data
+    from ember.data.bundle import DataBundle, DataInfo
+    from ember.data.objects import data_bundle
+    from ember.loading import LoadedRun, load_run
+    from ember.models import register_model
+    from ember.plugins import DataPlugin, ModelPlugin
+    from ember.runs import open_run
+    from ember.section import Section
+    from ember.training.callbacks import (
+        Callback,
+        CallbackError,
+        FitState,
+        StopTraining,
+        register_callback,
+    )
+    from ember.training.loggers import MLflowLogger, TensorBoardLogger

@@ -1,33 +1,50 @@
-"""`ember` command line: one subcommand, one library call. User mistakes exit 2 in one line."""
+"""`ember` command line: one subcommand, one library call. User mistakes exit 2 in one line.
+
+Starting is cheap: building the parser imports nothing heavy (no torch, numpy or pydantic),
+so `ember --help`, `ember CMD --help` and `ember --version` answer at once; each command
+imports what it needs when it runs. `key=value` overrides may stand anywhere on the line
+(`ember train digits-cnn --quiet train.epochs=1`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from ember import __version__
+from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+EXPLAIN_METHODS = ["saliency", "integrated_gradients", "gradcam", "occlusion", "shap", "lime", "attention",
+                   "rollout"]
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake in one line (exit 2), without the usage dump."""
 
     def error(self, message: str) -> NoReturn:
+        # "argument --split: invalid choice: 'dev' (choose from 'train', 'val', 'test')" in Ember's words
+        choice = re.match(r"argument (\S+): invalid choice: (.*) \(choose from (.*)\)$", message)
+        if choice:
+            valid = ", ".join(v.strip(" '") for v in choice.group(3).split(","))
+            message = f"{choice.group(1)}: got {choice.group(2)}; valid: {valid}"
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ember", description="Define, train, evaluate and report neural networks.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    t = sub.add_parser("train", help="train a recipe or config file (default: digits-cnn)")
-    t.add_argument("recipe", nargs="?", default="digits-cnn", help="recipe name or CONFIG.yaml")
-    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5")
+def _train_parser(sub: Any) -> None:
+    t = sub.add_parser("train", help="train a recipe or config file (default: digits-cnn)",
+                       description="Train a recipe into a new run folder, or resume one.")
+    t.add_argument("recipe", nargs="?", default="digits-cnn",
+                   help="a shipped recipe name (see 'ember recipes') or a CONFIG.yaml (default: digits-cnn)")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides anywhere on the line, e.g. train.epochs=5 model.channels=[8,16]")
     t.add_argument("--run-dir", type=Path, help="write the run here instead of runs/<recipe>-<time>")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     t.add_argument("--quiet", action="store_true", help="plain log lines instead of a live bar")
@@ -37,25 +54,27 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="with --nproc: restart all processes up to R times after a failure, "
                         "resuming from the latest checkpoint")
 
-    e = sub.add_parser("evaluate", help="metrics of a finished run on a split")
-    e.add_argument("run_dir", type=Path)
-    e.add_argument("--split", default="test", help="train, val or test")
+
+def _run_parsers(sub: Any) -> None:
+    e = sub.add_parser("evaluate", help="metrics of a finished run on a split (in the run's precision)")
+    e.add_argument("run_dir", type=Path, help="a run folder, e.g. runs/digits-cnn-20261201-120000")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
     e.add_argument("--json", action="store_true", help="print JSON")
 
-    pr = sub.add_parser("predict", help="predict image files or CSV rows with a finished run")
-    pr.add_argument("run_dir", type=Path)
+    pr = sub.add_parser("predict", help="predict image files, CSV rows, series or texts with a finished run")
+    pr.add_argument("run_dir", type=Path, help="a run folder")
     pr.add_argument("files", nargs="*", type=Path, help="images, .csv rows or series, text files")
     pr.add_argument("--text", action="append", default=None, help="a text to classify (repeatable)")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
     pl = sub.add_parser("plan", help="dry run: parameters, FLOPs, memory, batches, no training")
-    pl.add_argument("recipe", nargs="?", default="digits-cnn")
-    pl.add_argument("overrides", nargs="*")
+    pl.add_argument("recipe", nargs="?", default="digits-cnn", help="recipe name or CONFIG.yaml")
+    pl.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, as for train")
     pl.add_argument("--nproc", type=int, default=1, metavar="N", help="plan memory per rank for N processes")
     pl.add_argument("--json", action="store_true", help="print JSON")
 
     g = sub.add_parser("generate", help="stream text from a language-model run")
-    g.add_argument("run_dir", type=Path)
+    g.add_argument("run_dir", type=Path, help="a language-model run folder")
     g.add_argument("--prompt", default="", help="text to continue")
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -65,41 +84,64 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
     ex = sub.add_parser("explain", help="attributions for a run's predictions (images, text, tables, series)")
-    ex.add_argument("run_dir", type=Path)
+    ex.add_argument("run_dir", type=Path, help="a run folder")
     ex.add_argument("inputs", nargs="*", type=Path, help="inputs to explain (default: test examples)")
-    ex.add_argument("--method", action="append", default=None,
-                    help="saliency, integrated_gradients, gradcam, occlusion, shap, lime, attention, rollout")
+    ex.add_argument("--method", action="append", default=None, choices=EXPLAIN_METHODS,
+                    help="attribution method (repeatable; default: those that fit the model)")
     ex.add_argument("--target", default=None, help="class name or index (default: the prediction)")
     ex.add_argument("--text", action="append", default=None, help="a text to explain (text models)")
     ex.add_argument("--examples", type=int, default=4, help="test examples when no inputs are given")
 
     xp = sub.add_parser("export", help="export a run's model to ONNX with a parity check")
-    xp.add_argument("run_dir", type=Path)
+    xp.add_argument("run_dir", type=Path, help="a run folder")
     xp.add_argument("--format", default="onnx", choices=["onnx"])
     xp.add_argument("--int8", action="store_true", help="also write an int8 model (onnxruntime dynamic quantization)")
-    xp.add_argument("--opset", type=int, default=18)
+    xp.add_argument("--opset", type=int, default=18, help="ONNX opset, 17..23")
 
     sv = sub.add_parser("serve", help="serve a run over HTTP (FastAPI + uvicorn) with dynamic batching")
-    sv.add_argument("run_dir", type=Path)
+    sv.add_argument("run_dir", type=Path, help="a run folder")
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--runtime", default="torch", help="torch or onnx (needs `ember export` first)")
+    sv.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="onnx needs `ember export` first")
     sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request")
     sv.add_argument("--max-batch", type=int, default=32)
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
 
-    from ember.compress.cli import add_compress_parser
-
     add_compress_parser(sub)
 
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
-    rp.add_argument("run_dir", type=Path)
+    rp.add_argument("run_dir", type=Path, help="a run folder")
 
     r = sub.add_parser("runs", help="list runs with their key figures")
-    r.add_argument("dir", nargs="?", default="runs", type=Path)
+    r.add_argument("dir", nargs="?", default="runs", type=Path, help="folder holding runs (default: runs)")
 
     sub.add_parser("recipes", help="list the built-in recipes")
-    return p
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `ember` parser and its subcommand parsers by name (no heavy import)."""
+    p = _Parser(prog="ember", description="Define, train, evaluate, compress, explain, export and serve "
+                                          "neural networks.")
+    p.add_argument("--version", action="version", version=f"ember {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    _train_parser(sub)
+    _run_parsers(sub)
+    return p, dict(sub.choices)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse with each subcommand's options and positionals intermixed.
+
+    argparse's `parse_intermixed_args` does not support subparsers, so the command is found
+    first and its own parser reads the rest.
+    """
+    parser, commands = build_parser()
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is None or argv[at] not in commands or at > 0:
+        return parser.parse_args(argv)  # --help, --version, or argparse's own error
+    args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    args.command = argv[at]
+    return args
 
 
 def _split_recipe(recipe: str, overrides: list[str]) -> tuple[str, list[str]]:
@@ -109,98 +151,142 @@ def _split_recipe(recipe: str, overrides: list[str]) -> tuple[str, list[str]]:
     return recipe, overrides
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ember import api
+def _train(args: argparse.Namespace) -> int:
+    recipe, overrides = _split_recipe(args.recipe, list(args.overrides))
+    if args.nproc != 1 or args.max_restarts:
+        from ember.training.launch import launch_train
 
-    if args.command == "train":
-        recipe, overrides = _split_recipe(args.recipe, list(args.overrides))
-        if args.nproc != 1 or args.max_restarts:
-            from ember.training.launch import launch_train
+        if args.nproc == 1:
+            raise ConfigError("--max-restarts needs --nproc N (use torchrun's own flag when launching it yourself)")
+        return launch_train(recipe, overrides, args.nproc, args.max_restarts, args.run_dir, args.resume, args.quiet)
+    from ember.api import train
 
-            if args.nproc == 1:
-                raise ConfigError("--max-restarts needs --nproc N (use torchrun's own flag when launching it yourself)")
-            return launch_train(recipe, overrides, args.nproc, args.max_restarts, args.run_dir, args.resume,
-                                args.quiet)
-        api.train(recipe, overrides, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
-    elif args.command == "evaluate":
-        metrics = api.evaluate(args.run_dir, args.split)
-        if args.json:
-            print(json.dumps(metrics, indent=2))
-        else:
-            from ember.cli_tables import print_metrics
-
-            print_metrics(metrics, f"{args.run_dir} [{args.split}]")
-    elif args.command == "predict":
-        preds = api.predict(args.run_dir, args.files, args.text)
-        if args.json:
-            print(json.dumps(preds, indent=2))
-        else:
-            for p in preds:
-                if "label" in p:
-                    print(f"{p['input']}: {p['label']} ({p['probabilities'][p['label']]:.3f})")
-                elif "next_tokens" in p:
-                    print(f"{p['input']}: next {p['next_tokens']} p={p['probabilities']}")
-                else:
-                    print(f"{p['input']}: {p['prediction']}")
-    elif args.command == "plan":
-        from ember.plan import plan, print_plan
-
-        result = plan(*_split_recipe(args.recipe, list(args.overrides)), nproc=args.nproc)
-        print(json.dumps(result, indent=2)) if args.json else print_plan(result)
-    elif args.command == "generate":
-        from ember.generation import generate
-
-        if args.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens: got {args.max_new_tokens}; must be >= 1")
-        sys.stdout.write(args.prompt)
-        for piece in generate(args.run_dir, args.prompt, args.max_new_tokens, args.temperature,
-                              args.top_k, args.top_p, args.seed, args.stop):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-    elif args.command == "explain":
-        from ember.attribution import explain
-
-        print(explain(args.run_dir, args.inputs, args.method, args.target, args.text, args.examples))
-    elif args.command == "export":
-        from ember.export import export_onnx
-
-        print(json.dumps(export_onnx(args.run_dir, int8=args.int8, opset=args.opset), indent=2))
-    elif args.command == "serve":
-        import uvicorn
-
-        from ember.serve import create_app
-
-        app = create_app(args.run_dir, args.runtime, args.api_key, args.max_batch, args.max_wait_ms)
-        # uvicorn finishes in-flight requests on SIGINT/SIGTERM before it exits.
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
-    elif args.command == "compress":
-        from ember.compress.cli import run_compress
-
-        run_compress(args)
-    elif args.command == "report":
-        print(api.report(args.run_dir))
-    elif args.command == "runs":
-        from ember.cli_tables import print_runs
-        from ember.runs import list_runs
-
-        runs = list_runs(args.dir)
-        if not runs:
-            print(f"no runs under '{args.dir}'")
-        else:
-            print_runs(runs)
-    elif args.command == "recipes":
-        from ember.config import list_recipes, load
-
-        for name in list_recipes():
-            print(f"{name:28s} {load(name).description}")
+    train(recipe, overrides, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from ember.api import evaluate
+
+    metrics = evaluate(args.run_dir, args.split)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        from ember.cli_tables import print_metrics
+
+        print_metrics(metrics, f"{args.run_dir} [{args.split}, {metrics.get('precision', 'fp32')}]")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ember.api import predict
+
+    preds = predict(args.run_dir, args.files, args.text)
+    if args.json:
+        print(json.dumps(preds, indent=2))
+        return 0
+    for p in preds:
+        if "label" in p:
+            print(f"{p['input']}: {p['label']} ({p['probabilities'][p['label']]:.3f})")
+        elif "next_tokens" in p:
+            print(f"{p['input']}: next {p['next_tokens']} p={p['probabilities']}")
+        else:
+            print(f"{p['input']}: {p['prediction']}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from ember.plan import plan, print_plan
+
+    result = plan(*_split_recipe(args.recipe, list(args.overrides)), nproc=args.nproc)
+    print(json.dumps(result, indent=2)) if args.json else print_plan(result)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from ember.generation import generate
+
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens: got {args.max_new_tokens}; must be >= 1")
+    sys.stdout.write(args.prompt)
+    for piece in generate(args.run_dir, args.prompt, args.max_new_tokens, args.temperature,
+                          args.top_k, args.top_p, args.seed, args.stop):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from ember.explain import explain
+
+    print(explain(args.run_dir, args.inputs, args.method, args.target, args.text, args.examples))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ember.export import export_onnx
+
+    print(json.dumps(export_onnx(args.run_dir, int8=args.int8, opset=args.opset), indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ember.serve import create_app
+
+    app = create_app(args.run_dir, args.runtime, args.api_key, args.max_batch, args.max_wait_ms)
+    # uvicorn finishes in-flight requests on SIGINT/SIGTERM before it exits.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from ember.compress.cli import run_compress
+
+    run_compress(args)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ember.api import report
+
+    print(report(args.run_dir))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from ember.cli_tables import print_runs
+    from ember.runs import list_runs
+
+    runs = list_runs(args.dir)
+    if not runs:
+        print(f"no runs under '{args.dir}'")
+    else:
+        print_runs(runs)
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from ember.config import list_recipes, load
+
+    for name in list_recipes():
+        print(f"{name:28s} {load(name).description}")
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
+    "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
+    "runs": _runs, "recipes": _recipes,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     try:
-        return _run(args)
+        return HANDLERS[args.command](args)
     except EmberError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

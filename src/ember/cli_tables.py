@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ember.formatting import format_cell
 from ember.runs import Run
 
-__all__ = ["print_summary", "print_metrics", "print_runs", "scalar_metrics"]
+__all__ = ["print_summary", "print_metrics", "print_runs", "scalar_metrics", "print_compression"]
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -63,3 +65,33 @@ def print_runs(runs: list[Run]) -> None:
             f"{s.get('train_time_s', 0):.1f}",
         )
     Console().print(table)
+
+
+def print_compression(record: dict[str, Any], run_path: Path | None = None) -> None:
+    """Parent vs child figures of one `compression.json` as a table."""
+    parent, child, change = record.get("parent", {}), record.get("child", {}), record.get("change", {})
+    metric = record.get("metric", {}).get("name", "loss")
+    rows = [("params", "params_ratio", "x fewer"), ("size_mb", "size_ratio", "x smaller"),
+            ("latency_ms_b1", "speedup_b1", "x faster"), ("throughput_b64", "throughput_ratio", "x")]
+    table = Table(title=f"{record.get('method', '?')}: {parent.get('run', '?')} -> {child.get('run', '?')}")
+    for col in ("", "parent", "child", "change"):
+        table.add_column(col, justify="left" if not col else "right")
+    for key, ratio, unit in rows:
+        value = change.get(ratio)
+        table.add_row(key, format_cell(parent.get(key)), format_cell(child.get(key)),
+                      f"{value:.2f}{unit}" if isinstance(value, (int, float)) else "-")
+    names = [metric] + sorted(k for k in child if k not in {metric, "run", "threads"} | {r[0] for r in rows})
+    for name in names:
+        if name in child or name in parent:
+            delta = change.get(f"{name}_delta")
+            table.add_row(name, format_cell(parent.get(name)), format_cell(child.get(name)),
+                          f"{delta:+.4f}" if isinstance(delta, (int, float)) else "")
+    Console().print(table)
+    details = record.get("details", {})
+    if details:
+        shown = ", ".join(f"{k} {v}" for k, v in details.items() if isinstance(v, (int, float, str)))
+        Console().print(f"{record.get('method')}: {shown}")
+    where = run_path or child.get("run")
+    if where:
+        Console().print(f"run: {where} (parent {record.get('parent_run', '?')}); speed measured on the CPU, "
+                        f"{child.get('threads', 1)} thread")

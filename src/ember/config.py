@@ -13,10 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
+from ember import plugins
 from ember.compress.config import CompressConfig
 from ember.data import SOURCES, DataConfig
+from ember.data.config import BaseDataConfig
 from ember.errors import ConfigError, did_you_mean
 from ember.models import MODELS, ModelConfig
 from ember.section import Section
@@ -25,12 +34,32 @@ from ember.training.config import OptimConfig, ScheduleConfig, TrainConfig
 __all__ = ["ExperimentConfig", "LogConfig", "load", "list_recipes", "to_yaml", "from_dict"]
 
 
+class MlflowConfig(Section):
+    """An MLflow store: any tracking URI MLflow accepts; default a SQLite file in the run."""
+
+    tracking_uri: str | None = None
+    experiment: str = "ember"
+
+
 class LogConfig(Section):
     """Where runs go and what they write besides weights."""
 
     runs_dir: Path = Path("runs")
     report: bool = True
     image_grid: int = Field(32, ge=0, le=256, description="test images shown in the report")
+    tensorboard: bool = Field(False, description="also write TensorBoard scalars under RUN/tensorboard")
+    mlflow: MlflowConfig | None = Field(None, description="also log to an MLflow store")
+    callbacks: list[str | dict[str, Any]] = Field(
+        default_factory=list, description="callbacks by plug-in name, or {name: ..., option: value}")
+
+
+class PluginRecord(Section):
+    """Where a plug-in a run used came from (written by Ember, not by hand)."""
+
+    name: str
+    package: str | None = None
+    version: str | None = None
+    module: str | None = None
 
 
 class ExperimentConfig(Section):
@@ -38,17 +67,29 @@ class ExperimentConfig(Section):
 
     recipe: str = "custom"
     description: str = ""
-    data: DataConfig
-    model: ModelConfig
+    data: SerializeAsAny[DataConfig]
+    model: SerializeAsAny[ModelConfig]
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
     compress: CompressConfig | None = None  # steps for `ember compress RUN` (no --method)
+    plugins: dict[str, PluginRecord] = Field(default_factory=dict,
+                                             description="plug-ins this config uses, by section (recorded)")
+
+    @field_validator("data", "model", mode="wrap")
+    @classmethod
+    def _plugin_section(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """A `name` that is a registered plug-in validates against the plug-in's config class."""
+        plugin = plugins.lookup(info.field_name, value.get("name")) if isinstance(value, dict) else None
+        if plugin is None:
+            return handler(value)
+        return plugins.config_class(plugin, _PLUGIN_BASES[info.field_name]).model_validate(value)
 
 
 # Sections whose `name` selects a config class; the registries give the valid names.
 _TAGGED = {"data": SOURCES, "model": MODELS}
+_PLUGIN_BASES: dict[str, type[Section]] = {"data": BaseDataConfig, "model": Section}
 
 
 def list_recipes() -> list[str]:
@@ -158,7 +199,8 @@ def _member_for(section: str, name: Any) -> type[Section] | None:
         tag = member.model_fields["name"].annotation
         if name in getattr(tag, "__args__", ()):
             return member
-    return None
+    plugin = plugins.lookup(section, name)
+    return plugins.config_class(plugin, _PLUGIN_BASES[section]) if plugin is not None else None
 
 
 def _clean_loc(raw: dict[str, Any], loc: tuple[Any, ...]) -> list[Any]:
@@ -197,14 +239,34 @@ def _check_tags(raw: dict[str, Any]) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"{section}: expected a mapping, got {node!r}")
         name = node.get("name")
-        if name not in registry:
-            what = "dataset" if section == "data" else "model"
-            raise ConfigError(f"{section}.name: unknown {what} {name!r}; {did_you_mean(str(name), registry)}")
+        if name in registry or plugins.lookup(section, name) is not None:
+            continue
+        recorded = (raw.get("plugins") or {}).get(section) if isinstance(raw.get("plugins"), dict) else None
+        if isinstance(recorded, dict) and recorded.get("name") == name:
+            raise ConfigError(plugins.missing_message(section, name, recorded))
+        what = "dataset" if section == "data" else "model"
+        known = [n for n in registry if n != "object"] + plugins.names(section)
+        raise ConfigError(f"{section}.name: unknown {what} {name!r}; {did_you_mean(str(name), known)}")
 
 
 def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
-    """Validate a plain dict (as read from YAML) into an `ExperimentConfig`."""
+    """Validate a plain dict (as read from YAML) into an `ExperimentConfig`.
+
+    A section whose `name` is a plug-in gets the plug-in's provenance recorded under
+    `plugins:` (package and version), so the run says what it needs to be reopened.
+    """
     _check_tags(raw)
+    recorded = raw.get("plugins") or {}
+    if isinstance(recorded, dict):  # anything else: validation names the field
+        recorded = dict(recorded)
+        for section in _TAGGED:
+            name = raw[section].get("name")
+            plugin = None if name in _TAGGED[section] else plugins.lookup(section, name)
+            if plugin is not None:
+                recorded[section] = plugin.provenance()
+            elif name in _TAGGED[section]:
+                recorded.pop(section, None)
+        raw = {**raw, "plugins": recorded}
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -2,7 +2,11 @@
 
     runs/<recipe>-<YYYYmmdd-HHMMSS>/
       config.yaml  data_info.json  metrics.jsonl  summary.json  model.safetensors
+      tokenizer.json (text)  compression.json (a compressed child)
       checkpoints/step-NNNNNNNN/  checkpoints/latest  report.html  plots/
+      explain/  export/  compression/ ...   what tools wrote; each may hold a section.html
+
+`Run` is the one owner of these names: code elsewhere asks it for a path, never spells one.
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# Folders tools write into, in the order their sections appear in the report, with titles.
+TOOL_SECTIONS: dict[str, str] = {
+    "explain": "Explanations",
+    "compression": "Compression",
+    "export": "Export",
+    "audit": "Privacy audit",
+}
+
+
 @dataclass(frozen=True)
 class Run:
     """A run directory and the files in it."""
@@ -89,6 +102,37 @@ class Run:
     @property
     def report(self) -> Path:
         return self.path / "report.html"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def compression(self) -> Path:
+        """`compression.json`: present in a child run that `ember compress` wrote."""
+        return self.path / "compression.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    def tool_dir(self, tool: str) -> Path:
+        """The folder a tool writes its output into (`explain`, `export`, `compression`, ...)."""
+        if tool not in TOOL_SECTIONS:
+            raise ValueError(f"unknown tool folder {tool!r}; known: {', '.join(TOOL_SECTIONS)}")
+        return self.path / tool
+
+    def tool_sections(self) -> list[tuple[str, str]]:
+        """(title, HTML fragment) for each tool that left a `section.html` in this run.
+
+        The report discovers what tools wrote instead of importing the tools.
+        """
+        found = []
+        for tool, title in TOOL_SECTIONS.items():
+            section = self.path / tool / "section.html"
+            if section.is_file():
+                found.append((title, section.read_text()))
+        return found
 
     @property
     def plots(self) -> Path:

@@ -14,8 +14,8 @@ import ember
 from ember.api import evaluate, load_run, report
 from ember.compress import compress
 from ember.compress.config import parse_chain, parse_step
+from ember.compress.report import pareto_front
 from ember.errors import ConfigError, NonFiniteLossError, RunError
-from ember.report.compression import pareto_front
 from tests.compress.helpers import PARENT, check_record, record_of, tree_hashes
 
 

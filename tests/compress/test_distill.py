@@ -15,7 +15,6 @@ from torch import Tensor, nn
 import ember
 from ember import data as data_mod
 from ember import models
-from ember.api import LoadedRun, load_run
 from ember.compress.distill import (
     DistillConfig,
     check_student,
@@ -26,6 +25,7 @@ from ember.compress.distill import (
 from ember.config import ExperimentConfig, load, to_yaml
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
+from ember.loading import LoadedRun, load_run
 from ember.runs import new_run_dir
 from ember.tasks import IGNORE_INDEX, for_info
 from ember.training.evaluation import evaluate_split

@@ -44,7 +44,7 @@ def apply_structure(model: nn.Module, transforms: list[dict[str, Any]]) -> nn.Mo
 def load_compressed(run: Run, model: nn.Module, info: DataInfo, weights: Path) -> nn.Module:
     """Turn the model built from a child's config into the child's model, weights loaded.
 
-    Called by `ember.api.load_run` for any run holding a `compression.json`, so evaluate,
+    Called by `ember.loading.load_run` for any run holding a `compression.json`, so evaluate,
     predict, generate, report, explain and serve all see the compressed model.
 
     Raises:

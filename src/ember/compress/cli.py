@@ -10,11 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ember.errors import ConfigError
 
-__all__ = ["add_compress_parser", "steps_from_args", "run_compress", "print_compression"]
+__all__ = ["add_compress_parser", "steps_from_args", "run_compress"]
 
 # flag dest -> step field; only flags the user gave go into the step.
 _STEP_FLAGS = ("kind", "sparsity", "iterations", "finetune_epochs", "lr", "max_steps", "mode",
@@ -53,6 +51,7 @@ def _student(value: str) -> Any:
     """A path stays a path; an inline YAML mapping (`{name: mlp, hidden: [32]}`) becomes a dict."""
     if Path(value).is_file() or not value.lstrip().startswith("{"):
         return value
+    import yaml  # not at the top: `ember --help` builds this parser
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as exc:
@@ -83,47 +82,3 @@ def run_compress(args: argparse.Namespace) -> None:
     from ember.compress.pipeline import compress
 
     compress(args.run_dir, steps_from_args(args), args.out_dir, quiet=args.quiet)
-
-
-def format_cell(value: Any) -> str:
-    """A figure as a table shows it: `-` for none, thousands separators, 4 decimals."""
-    if isinstance(value, bool) or value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 1e4 else f"{value:,.0f}"
-    return str(value)
-
-
-def print_compression(record: dict[str, Any], run_path: Path | None = None) -> None:
-    """Parent vs child figures of one `compression.json` as a table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    parent, child, change = record.get("parent", {}), record.get("child", {}), record.get("change", {})
-    metric = record.get("metric", {}).get("name", "loss")
-    rows = [("params", "params_ratio", "x fewer"), ("size_mb", "size_ratio", "x smaller"),
-            ("latency_ms_b1", "speedup_b1", "x faster"), ("throughput_b64", "throughput_ratio", "x")]
-    table = Table(title=f"{record.get('method', '?')}: {parent.get('run', '?')} -> {child.get('run', '?')}")
-    for col in ("", "parent", "child", "change"):
-        table.add_column(col, justify="left" if not col else "right")
-    for key, ratio, unit in rows:
-        value = change.get(ratio)
-        table.add_row(key, format_cell(parent.get(key)), format_cell(child.get(key)),
-                      f"{value:.2f}{unit}" if isinstance(value, (int, float)) else "-")
-    names = [metric] + sorted(k for k in child if k not in {metric, "run", "threads"} | {r[0] for r in rows})
-    for name in names:
-        if name in child or name in parent:
-            delta = change.get(f"{name}_delta")
-            table.add_row(name, format_cell(parent.get(name)), format_cell(child.get(name)),
-                          f"{delta:+.4f}" if isinstance(delta, (int, float)) else "")
-    Console().print(table)
-    details = record.get("details", {})
-    if details:
-        shown = ", ".join(f"{k} {v}" for k, v in details.items() if isinstance(v, (int, float, str)))
-        Console().print(f"{record.get('method')}: {shown}")
-    where = run_path or child.get("run")
-    if where:
-        Console().print(f"run: {where} (parent {record.get('parent_run', '?')}); speed measured on the CPU, "
-                        f"{child.get('threads', 1)} thread")

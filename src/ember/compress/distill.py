@@ -43,8 +43,8 @@ from ember.training.device import check_precision
 from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
 
-if TYPE_CHECKING:  # ember.api may import compression lazily; no import cycle at load time
-    from ember.api import LoadedRun
+if TYPE_CHECKING:
+    from ember.loading import LoadedRun
 
 __all__ = ["DistillConfig", "check_student", "distill_loss", "distill", "student_model_config"]
 
@@ -255,7 +255,7 @@ def distill(teacher: LoadedRun, student_cfg: Any, cfg: ExperimentConfig, run: Ru
     Raises:
         ConfigError: an invalid or ill-fitting student, or data unlike the teacher's.
     """
-    from ember.api import prepare, write_data_files
+    from ember.training.session import prepare, write_data_files
 
     student_model_cfg = student_model_config(student_cfg, cfg)
     if bundle is None:

@@ -102,7 +102,7 @@ def measure(model: nn.Module, test: ArrayDataset, task: Task, weights: Path, par
     """Params, size on disk, CPU latency and throughput, and test metrics of `model`.
 
     Args:
-        model: the model as `ember.api.load_run` rebuilds it (float or int8), on the CPU.
+        model: the model as `ember.loading.load_run` rebuilds it (float or int8), on the CPU.
         test: the test split the metrics are computed on (its first inputs time the model).
         weights: the run's `model.safetensors`; `size_mb` is its size in bytes / 1e6.
         params: the parameter count to report (an int8 model keeps its float model's count).

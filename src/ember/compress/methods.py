@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ember import models
-from ember.api import LoadedRun
 from ember.compress.config import DistillStep, FinetuneStep, PruneStep, QuantizeStep
 from ember.compress.training import (
     FINETUNE_LR_SCALE,
@@ -29,6 +28,7 @@ from ember.compress.training import (
 )
 from ember.config import ExperimentConfig, from_dict
 from ember.data.bundle import DataBundle
+from ember.loading import LoadedRun
 from ember.runs import Run
 from ember.training.loop import LoopState
 from ember.training.progress import Reporter

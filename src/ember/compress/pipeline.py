@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ember import models
-from ember.api import LoadedRun, _summarize, load_run, prepare, write_data_files
+from ember.cli_tables import print_compression
 from ember.compress import methods
 from ember.compress.child import is_quantized
 from ember.compress.config import (
@@ -36,11 +36,15 @@ from ember.compress.config import (
 from ember.compress.measure import MEASURE_THREADS, measure, primary_metric
 from ember.compress.methods import Node
 from ember.compress.record import RECORD, read_record
+from ember.compress.report import write_section
 from ember.config import from_dict, to_yaml
 from ember.data.bundle import DataBundle
 from ember.errors import ConfigError
+from ember.loading import LoadedRun, load_run
+from ember.report.build import build_report
 from ember.runs import Run, atomic_write_text, new_run_dir
 from ember.training.progress import Reporter
+from ember.training.session import prepare, write_data_files, write_summary
 from ember.weights import save_tensors, save_weights
 
 __all__ = ["compress"]
@@ -155,7 +159,7 @@ def _step(node: Node, step: Step, bundle: DataBundle, run: Run, device: torch.de
     child = load_run(run.path)
     params = result.params if result.params is not None else models.count_parameters(child.model)
     cpu = torch.device("cpu")
-    summary = _summarize(cfg=cfg, run=run, model=child.model, bundle=bundle, task=child.task, device=cpu,
+    summary = write_summary(cfg=cfg, run=run, model=child.model, bundle=bundle, task=child.task, device=cpu,
                          state=result.state, wall=time.perf_counter() - t0, resumed=False)
     # The summary just scored the test split on the CPU; in fp32 that is measure's own figure.
     scored = summary.get("test") if cfg.train.precision == "fp32" else None
@@ -169,9 +173,8 @@ def _step(node: Node, step: Step, bundle: DataBundle, run: Run, device: torch.de
     summary.update({"params": params, "compression": {"method": step.method, "parent_run": record["parent_run"],
                                                       "change": record["change"]}})
     atomic_write_text(run.summary, json.dumps(summary, indent=2))
+    write_section(run)
     if cfg.log.report:
-        from ember.report.build import build_report
-
         build_report(run, child.model, bundle, child.task, cpu, limit=cfg.log.image_grid)
     return Node(child, figures, transforms, lineage, steps)
 
@@ -224,7 +227,5 @@ def compress(run_dir: str | Path, steps: CompressConfig | list[Step] | None = No
         children.append(node.loaded.run)
         t0 = time.perf_counter()
         if verbose:
-            from ember.compress.cli import print_compression
-
             print_compression(read_record(run.path) or {}, run.path)
     return children

@@ -1,7 +1,9 @@
 """Data sources: `build(cfg, seed)` returns a `DataBundle`; `name` in the config picks one.
 
 Adding a source: write its config class (deriving `BaseDataConfig`) and a loader
-`load(cfg, seed) -> DataBundle`, then list both in `SOURCES` and the `DataConfig` union.
+`load(cfg, seed) -> DataBundle`, then list both in `SOURCES` and the `DataConfig` union. A
+user's own source comes in by name through `register_data` or an `ember.data` entry point
+(see `ember.plugins`), or as Dataset objects passed to `ember.train(data=...)`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from ember import plugins
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.config import (
     BaseDataConfig,
@@ -20,6 +23,7 @@ from ember.data.config import (
     DigitsConfig,
     IdxImagesConfig,
     ImageFolderConfig,
+    ObjectDataConfig,
     TabularConfig,
     XorConfig,
 )
@@ -33,9 +37,10 @@ from ember.data.text_config import (
     TextCsvConfig,
     TextFilesConfig,
 )
+from ember.errors import DataError
 
 __all__ = ["DataConfig", "DataBundle", "DataInfo", "ArrayDataset", "SOURCES", "build", "static_info",
-           "estimated_info"]
+           "estimated_info", "register_data"]
 
 DataConfig = Annotated[
     DigitsConfig
@@ -52,7 +57,8 @@ DataConfig = Annotated[
     | SeriesConfig
     | CsvSeriesConfig
     | AddingConfig
-    | CopyConfig,
+    | CopyConfig
+    | ObjectDataConfig,
     Field(discriminator="name"),
 ]
 
@@ -77,6 +83,7 @@ SOURCES: dict[str, str] = {
     "csv_series": "ember.data.series:load_csv_series",
     "adding": "ember.data.series:load_adding",
     "copy": "ember.data.series:load_copy",
+    "object": "ember.data.objects:refuse_rebuild",
 }
 
 # What `ember plan` assumes for sources whose files may be absent: (info, train size).
@@ -93,10 +100,33 @@ def _resolve(target: str) -> Callable[..., Any]:
     return getattr(import_module(module), func)
 
 
+def register_data(name: str, load_fn: Callable[[Any, int], DataBundle],
+                  config_cls: type[BaseDataConfig] | None = None) -> None:
+    """Make `data.name: <name>` in a recipe load `load_fn(cfg, seed)` in this process.
+
+    Args:
+        name: the name recipes use; built-in names are refused.
+        load_fn: `load_fn(cfg, seed) -> DataBundle`; `ember.data_bundle(train, val, test,
+            task=...)` makes one from torch Datasets.
+        config_cls: a `BaseDataConfig` subclass (batch sizes, split fractions and the
+            source's own options); None: the base fields only.
+    """
+    plugins.register("data", name, load_fn, config_cls, reserved=SOURCES)
+
+
 def build(cfg: BaseDataConfig, seed: int) -> DataBundle:
-    """Load the source named by `cfg.name` with splits derived from `seed`."""
+    """Load the source named by `cfg.name` (built-in or plug-in) with splits derived from `seed`."""
     name = cfg.name  # type: ignore[attr-defined]
-    return _resolve(SOURCES[name])(cfg, seed)
+    if name in SOURCES:
+        return _resolve(SOURCES[name])(cfg, seed)
+    plugin = plugins.lookup("data", name)
+    if plugin is None:
+        raise DataError(plugins.missing_message("data", name, None))
+    bundle = plugin.target(cfg, seed)
+    if not isinstance(bundle, DataBundle):
+        raise DataError(f"data plug-in '{name}' returned {type(bundle).__name__}; it must return a DataBundle "
+                        "(ember.data_bundle makes one from Datasets)")
+    return bundle
 
 
 def estimated_info(cfg: BaseDataConfig) -> tuple[DataInfo, int] | None:

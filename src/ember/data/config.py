@@ -19,6 +19,7 @@ __all__ = [
     "Cifar10Config",
     "ImageFolderConfig",
     "CsvConfig",
+    "ObjectDataConfig",
 ]
 
 
@@ -45,6 +46,13 @@ class BaseDataConfig(Section):
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must be below 0.9")
         return self
+
+
+class ObjectDataConfig(BaseDataConfig):
+    """Datasets passed to `ember.train(data=...)` as objects: recorded, never rebuilt from here."""
+
+    name: Literal["object"] = "object"
+    description: str = Field("", description="what was passed, for the record")
 
 
 class DigitsConfig(BaseDataConfig):

@@ -19,11 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ember import data as data_mod
+from ember.compress import require_float
 from ember.errors import ConfigError
+from ember.loading import load_run, load_tokenizer
+from ember.models.sampling import sample_next
 from ember.runs import atomic_write_text
 from ember.timing import median_ms
 
-__all__ = ["export_onnx", "parity", "latency_ms", "generate_onnx"]
+__all__ = ["export_onnx", "parity", "latency_ms", "generate_onnx", "onnx_session"]
 
 
 class _LastTokenFree(nn.Module):
@@ -45,7 +49,7 @@ def _dynamic_shapes(info: Any) -> dict[str, dict[int, Any]]:
     return {"x": {0: batch}}
 
 
-def _session(path: Path) -> Any:
+def onnx_session(path: Path) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -73,12 +77,8 @@ def latency_ms(session: Any, x: torch.Tensor, repeats: int = 30) -> float:
 
 def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, samples: int = 64) -> dict[str, Any]:
     """Export RUN_DIR's model to RUN_DIR/export/model.onnx (and model.int8.onnx); returns export.json."""
-    from ember import data as data_mod
-    from ember.api import load_run
-
     if not 17 <= opset <= 23:
         raise ConfigError(f"--opset: got {opset}; valid: 17..23")
-    from ember.compress import require_float
 
     loaded = load_run(run_dir)
     require_float(loaded.model, loaded.run.path, "torch's ONNX exporter cannot trace (use ember export --int8)")
@@ -86,7 +86,7 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
     bundle = data_mod.build(loaded.config.data, loaded.config.train.seed)
     test = bundle.test if len(bundle.test) else bundle.val
     x = test.x[:samples]
-    out_dir = loaded.run.path / "export"
+    out_dir = loaded.run.tool_dir("export")
     out_dir.mkdir(exist_ok=True)
     path = out_dir / "model.onnx"
     start = time.perf_counter()
@@ -111,7 +111,7 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
                               "seconds": round(time.perf_counter() - start, 3),
                               "path": str(path.relative_to(loaded.run.path)),
                               "size_mb": round(path.stat().st_size / 2**20, 4)}
-    session = _session(path)
+    session = onnx_session(path)
     result["parity"] = parity(session, model, x, info.task)
     result["latency_ms_b1"] = round(latency_ms(session, x[:1]), 4)
     if info.input_kind == "tokens" and info.task == "lm":
@@ -123,7 +123,7 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
         q_path = out_dir / "model.int8.onnx"
         logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING on the root logger
         quantize_dynamic(str(path), str(q_path), weight_type=QuantType.QInt8)
-        q_session = _session(q_path)
+        q_session = onnx_session(q_path)
         result["int8"] = {"path": str(q_path.relative_to(loaded.run.path)),
                           "size_mb": round(q_path.stat().st_size / 2**20, 4),
                           "parity": parity(q_session, model, x, info.task),
@@ -135,14 +135,11 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
 def generate_onnx(run_dir: str | Path, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8,
                   top_k: int | None = None, seed: int = 0) -> str:
     """Text from an exported GPT through ONNX Runtime (the window recomputed each step)."""
-    from ember.api import load_run
-    from ember.generation import load_tokenizer, sample_next
-
     loaded = load_run(run_dir)
-    path = loaded.run.path / "export" / "model.onnx"
+    path = loaded.run.tool_dir("export") / "model.onnx"
     if not path.is_file():
         raise ConfigError(f"'{loaded.run.path}' has no export/model.onnx; run: ember export {loaded.run.path}")
-    session = _session(path)
+    session = onnx_session(path)
     tok = load_tokenizer(loaded.run.path)
     block = int(loaded.info.input_shape[0])
     vocab = int(loaded.info.extra.get("vocab_size", loaded.info.num_outputs))

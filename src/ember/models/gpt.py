@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.attention import attention_reference
+from ember.models.sampling import sample_next
 from ember.section import Section
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "build_gpt", "flops_per_token"]
@@ -211,8 +212,6 @@ class GPT(nn.Module):
         to stop, or a collection of ids that stops once every row has produced one; the
         stopping token is yielded before the generator ends. Call `.eval()` first.
         """
-        from ember.generation import sample_next
-
         vocab = vocab_size or self.vocab_size
         if not 0 < vocab <= self.padded_vocab:
             raise ValueError(f"vocab_size {vocab} must be in 1..{self.padded_vocab}")

@@ -12,18 +12,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from ember import data as data_mod
 from ember.data.bundle import DataBundle
+from ember.loading import load_run
 from ember.models.attention import has_attention, record_attention
+from ember.report.html import write_report
+from ember.report.plots import Examples
+from ember.report.sections import attention_section, forecast_section, lm_samples_section
 from ember.runs import Run
 from ember.tasks import Task
 from ember.training.evaluation import predict_outputs
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "render_run"]
 
 
 def _examples(model: nn.Module, bundle: DataBundle, device: torch.device, n: int):  # noqa: ANN202
-    from ember.report import Examples
-
     info = bundle.info
     outputs, targets = predict_outputs(model, bundle.test, device, 512)
     pred = outputs.argmax(-1)
@@ -48,9 +51,6 @@ def _tokens(bundle: DataBundle, ids: list[int]) -> list[str]:
 def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, device: torch.device,
                  limit: int | None = None) -> Path:
     """Write `report.html` (and plots) for `run`."""
-    from ember.report import write_report
-    from ember.report.sections import attention_section, forecast_section, lm_samples_section
-
     info = bundle.info
     examples = None
     sections: list[tuple[str, str]] = []
@@ -72,12 +72,13 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
         maps = [m[0].numpy() for m in record_attention(model, x)]  # (H, T, T) per layer
         if maps:
             sections.append(attention_section(run, maps, _tokens(bundle, x[0].tolist())))
-    explained = run.path / "explain" / "section.html"
-    if explained.is_file():  # written by `ember explain`
-        sections.append(("Explanations", explained.read_text()))
-    from ember.report.compression import compression_section
-
-    compressed = compression_section(run)  # this run's compressed children, or its siblings
-    if compressed:
-        sections.append(compressed)
+    sections.extend(run.tool_sections())  # what explain, compress, ... wrote into the run
     return write_report(run, examples, sections)
+
+
+def render_run(run_dir: str | Path) -> Path:
+    """Re-render a finished run's report from its files (model rebuilt, data rebuilt)."""
+    loaded = load_run(run_dir)
+    bundle = data_mod.build(loaded.config.data, loaded.config.train.seed)
+    return build_report(loaded.run, loaded.model, bundle, loaded.task, torch.device("cpu"),
+                        limit=loaded.config.log.image_grid)

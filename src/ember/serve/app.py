@@ -72,9 +72,9 @@ def _runner(loaded: Any, runtime: str) -> Any:
     path = loaded.run.path / "export" / "model.onnx"
     if not path.is_file():
         raise ConfigError(f"--runtime onnx: '{loaded.run.path}' has no export/model.onnx; run: ember export {loaded.run.path}")
-    from ember.export.onnx import _session
+    from ember.export.onnx import onnx_session
 
-    session = _session(path)
+    session = onnx_session(path)
     name = session.get_inputs()[0].name
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
@@ -131,7 +131,7 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     """Build the app for a run (loaded once)."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-    from ember.api import load_run
+    from ember.loading import load_run, load_tokenizer
 
     if runtime not in ("torch", "onnx"):
         raise ConfigError(f"--runtime: got '{runtime}'; valid: torch, onnx")
@@ -140,8 +140,6 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     loaded = load_run(run_dir)
     tokenizer = None
     if loaded.info.input_kind == "tokens":
-        from ember.generation import load_tokenizer
-
         tokenizer = load_tokenizer(loaded.run.path)
     registry = CollectorRegistry()
     requests = Counter("ember_requests_total", "HTTP requests", ["path"], registry=registry)
@@ -221,7 +219,7 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
             raise HTTPException(400, "generate needs a language-model run served with --runtime torch")
         from starlette.concurrency import iterate_in_threadpool
 
-        from ember.generation import generate_text
+        from ember.models.sampling import generate_text
 
         pieces = generate_text(loaded.model, tokenizer, loaded.info, body.prompt, body.max_new_tokens,
                                body.temperature, body.top_k, body.top_p, body.seed, body.stop)
@@ -245,7 +243,7 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
                         loaded, tokenizer)
         from starlette.concurrency import run_in_threadpool
 
-        from ember.attribution import attribute
+        from ember.explain import attribute
 
         def saliency() -> dict[str, Any]:
             with torch.no_grad():

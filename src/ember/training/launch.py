@@ -40,8 +40,8 @@ def launch_train(recipe: str, overrides: list[str], nproc: int, max_restarts: in
     Mistakes the workers would all make (a bad config, a run directory already in use, more
     processes than GPUs) are caught here first, before anything starts, with exit code 2.
     """
-    from ember.api import config_for
     from ember.runs import check_free, fresh_run_path
+    from ember.training.session import config_for
 
     if "WORLD_SIZE" in os.environ:
         raise ConfigError("--nproc: this process was itself started by torchrun; drop --nproc")

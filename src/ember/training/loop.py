@@ -1,9 +1,10 @@
 """`fit`: the training loop, a short ordered sequence you can read top to bottom.
 
-Per optimizer step: set the LR from the schedule, gather this rank's micro-batches of the
-step's global batch, forward/backward each (loss summed and divided by the global batch's
-item count), check the loss is finite, clip, step. Checkpoints are written every
-`checkpoint_every` steps and at each epoch's end.
+Per optimizer step (`_train_step`): set the LR from the schedule, gather this rank's
+micro-batches of the step's global batch, forward/backward each (loss summed and divided by
+the global batch's item count), check the loss is finite, clip, step. After each epoch
+(`_end_of_epoch`): validate, track the best model, checkpoint. Callbacks fire at fixed
+points (see `ember.training.callbacks`).
 
 Under DDP or FSDP every rank runs this same loop on its slice; gradients are exchanged on
 the last micro-batch only, and the loss (summed over ranks) decides the finite check on
@@ -16,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -29,6 +32,7 @@ from ember.errors import ConfigError, NonFiniteLossError
 from ember.runs import Run
 from ember.tasks import Task
 from ember.training.batches import BatchPlan
+from ember.training.callbacks import Callback, CallbackList, FitState
 from ember.training.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -53,6 +57,8 @@ from ember.weights import load_tensors
 
 __all__ = ["fit", "LoopState"]
 
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
 
 @dataclass
 class LoopState:
@@ -71,10 +77,44 @@ class LoopState:
     last_val: dict[str, Any] = field(default_factory=dict)
 
 
-def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
+@dataclass
+class _Loop:
+    """What stays fixed for the whole of `fit`, plus the running logging totals."""
+
+    model: nn.Module
+    data: DataBundle
+    task: Task
+    cfg: ExperimentConfig
+    run: Run
+    device: torch.device
+    env: DistEnv
+    reporter: Reporter
+    callbacks: CallbackList
+    plan: BatchPlan
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    loss_fn: LossFn | None
+    sharded: bool
+    best_path: Path
+    amp: Callable[[], Any]
+    lr: float = 0.0
+    loss: float | None = None
+    logged: dict[str, Any] | None = None
+    loss_acc: float = 0.0  # a plain float: the finite check already read each step's loss
+    steps_acc: int = 0
+    samples_acc: int = 0
+    t_log: float = 0.0
+    saved_at: int = -1
+
+    def fit_state(self, state: LoopState, checkpoint: Path | None = None) -> FitState:
+        return FitState(step=state.step, epoch=state.epoch, total_steps=self.total_steps, loss=self.loss,
+                        lr=self.lr, run_dir=self.run.path, config=self.cfg,
+                        val=MappingProxyType(dict(state.last_val)),
+                        logged=MappingProxyType(self.logged) if self.logged else None, best=state.best,
+                        best_step=state.best_step, checkpoint=checkpoint, rank=self.env.rank,
+                        world_size=self.env.world_size)
 
 
 def fit(
@@ -87,9 +127,10 @@ def fit(
     resume: bool = False,
     reporter: Reporter | None = None,
     on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None] | None = None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
     env: DistEnv | None = None,
     strategy: str = "single",
+    callbacks: Iterable[Callback] = (),
 ) -> LoopState:
     """Train `model` on `data.train`, validating on `data.val`; returns the final loop state.
 
@@ -102,207 +143,258 @@ def fit(
     and divide by `count`, the step's item count.
 
     `model` is what `distributed.parallelize` returned for `strategy` (the model itself, a
-    DDP wrapper, or an FSDP-sharded model); `env` says which rank this is.
+    DDP wrapper, or an FSDP-sharded model); `env` says which rank this is. `callbacks` see a
+    read-only `FitState` at each hook.
     """
+    loop = _setup(model, data, task, cfg, run, device, reporter, loss_fn, env or DistEnv(), strategy, callbacks)
+    state = _start_or_resume(loop, resume)
     tc = cfg.train
-    env = env or DistEnv()
-    sharded = strategy == "fsdp"
-    reporter = reporter or Reporter(enabled=False)
-    plan = BatchPlan(len(data.train), cfg.data.batch_size, tc.grad_accum, shuffle=cfg.data.shuffle,
-                     drop_last=cfg.data.drop_last, seed=tc.seed, world_size=env.world_size, rank=env.rank)
-    steps_per_epoch = plan.steps_per_epoch()
-    if steps_per_epoch == 0:
-        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} x grad_accum {tc.grad_accum} exceeds "
-                          f"the {len(data.train)} training samples with drop_last; lower it")
-    total_steps = tc.epochs * steps_per_epoch
-    if tc.max_steps is not None:
-        total_steps = min(total_steps, tc.max_steps)
-    metric_names = task.metric_names()
-    es = tc.early_stopping
-    if es is not None and es.metric not in metric_names:
-        raise ConfigError(f"train.early_stopping.metric: got '{es.metric}'; valid: {', '.join(sorted(metric_names))}")
-
-    optimizer = build_optimizer(model, cfg.optim)
-    scaler = torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None
-    forward = torch.compile(model) if tc.compile else model
-    state = LoopState()
-    best_path = run.checkpoints / "best.safetensors"
-
-    if resume and not has_checkpoint(run.checkpoints):
-        # Killed before its first checkpoint completed: start over; the result is the same.
-        if env.is_main:
-            run.truncate_metrics(0)
-        reporter.message("no complete checkpoint yet; restarting this run from step 0")
-    elif resume:
-        ckpt = load_checkpoint(run.checkpoints)
-        restore_checkpoint(ckpt, model, optimizer, env)
-        state = LoopState(**ckpt.state["loop"])
-        if env.is_main:
-            run.truncate_metrics(state.step)
-        saved_world = ckpt.state.get("world_size", 1)
-        reporter.message(f"resumed from {ckpt.path.name} (step {state.step}, epoch {state.epoch}"
-                         + (f", saved by {saved_world} processes)" if saved_world != env.world_size else ")"))
-    barrier(env)  # no rank starts before every rank has read the checkpoint
-
-    saved_at = -1
-
-    def checkpoint() -> None:
-        nonlocal saved_at
-        if saved_at == state.step:
-            return
-        saved_at = state.step
-        save_checkpoint(run.checkpoints, state.step, model, optimizer, {"loop": asdict(state)},
-                        keep=tc.keep_checkpoints, env=env, sharded=sharded)
-
-    amp = (lambda: contextlib.nullcontext()) if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
-    # The finite check reads each step's loss anyway (one scalar), so the running sum for
-    # logging is a plain float and costs no extra tensor ops.
-    loss_acc = 0.0
-    move = device.type != "cpu"  # batches are built on the CPU
-    world = env.world_size
-    append_metrics = run.append_metrics if env.is_main else (lambda _record: None)
-    steps_acc, samples_acc, t_log = 0, 0, time.perf_counter()
-    reporter.start(total_steps, state.step, cfg.recipe)
+    steps_per_epoch = loop.plan.steps_per_epoch()
+    stop = loop.callbacks.fire("on_fit_start", lambda: loop.fit_state(state))
+    loop.reporter.start(loop.total_steps, state.step, cfg.recipe)
     model.train()
     try:
-        while state.epoch < tc.epochs and state.step < total_steps and not state.stopped_early:
-            epoch = state.epoch
-            order = plan.order(epoch)
+        while state.epoch < tc.epochs and state.step < loop.total_steps and not state.stopped_early and not stop:
+            order = loop.plan.order(state.epoch)
             t_epoch = time.perf_counter()
-            while state.pos < steps_per_epoch and state.step < total_steps:
-                lr = lr_at(state.step, total_steps, cfg.optim.lr, cfg.schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                step_indices = plan.global_indices(order, state.pos)
-                n = len(step_indices)
-                indices = plan.micro_batches(order, state.pos)
-                # A rank left without samples (a short last step) still joins the gradient
-                # exchange, with a zero-weighted pass over the step's first sample.
-                idle = not indices
-                if idle:
-                    indices = [step_indices[:1]]
-                batches = [data.train.batch(idx, epoch, train=True) for idx in indices]
-                # The loss is a mean over the global batch's items. Targets are never augmented,
-                # so every rank counts them itself from the step's indices: no collective.
-                count = (sum(task.count(y) for _, y in batches) if world == 1
-                         else task.count(data.train.y[step_indices]))
-                step_loss = None
-                for i, (x, y) in enumerate(batches):
-                    if move:
-                        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    with gradient_sync(model, i == len(batches) - 1):
-                        with amp():
-                            out = forward(x)
-                        loss = task.loss(out, y, count) if loss_fn is None else loss_fn(out, x, y, count)
-                        if world > 1:
-                            # DDP and FSDP average gradients over ranks; each rank's share of
-                            # the global mean is scaled back up by the world size.
-                            loss = loss * (0.0 if idle else float(world))
-                        (scaler.scale(loss) if scaler else loss).backward()
-                    step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
-                if world > 1:
-                    step_loss = all_sum(step_loss.float(), env) / world
-                loss_value = step_loss.item()
-                if not math.isfinite(loss_value):
-                    if tc.nonfinite == "stop":
-                        raise NonFiniteLossError(
-                            f"non-finite loss ({loss_value}) at step {state.step + 1} (epoch {epoch + 1}); "
-                            "lower optim.lr, set train.grad_clip, or train.nonfinite=skip"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    state.skipped_steps += 1
-                    reporter.message(f"skipped step {state.step + 1}: non-finite loss")
-                else:
-                    if scaler:
-                        scaler.unscale_(optimizer)
-                    if tc.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    if scaler:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss_acc += loss_value
-                    steps_acc += 1
-                state.step += 1
-                state.pos += 1
-                state.samples += n
-                samples_acc += n
-                logged = None
-                sps = None
-                if state.step % tc.log_every == 0 or state.step == total_steps:
-                    now = time.perf_counter()
-                    logged = loss_acc / max(steps_acc, 1)
-                    sps = samples_acc / max(now - t_log, 1e-9)
-                    append_metrics({"split": "train", "step": state.step, "epoch": epoch + 1,
-                                        "loss": logged, "lr": lr, "samples_per_s": sps,
-                                        "time_s": state.train_time_s + now - t_epoch})
-                    loss_acc = 0.0
-                    steps_acc, samples_acc, t_log = 0, 0, now
-                reporter.step(state.step, total_steps, logged, sps, lr)
+            while state.pos < steps_per_epoch and state.step < loop.total_steps and not stop:
+                _train_step(loop, state, order)
+                _log_point(loop, state, t_epoch)
+                stop = loop.callbacks.fire("on_step_end", lambda: loop.fit_state(state))
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                     state.train_time_s += time.perf_counter() - t_epoch
                     t_epoch = time.perf_counter()
-                    checkpoint()
+                    stop = _checkpoint(loop, state) or stop
             state.train_time_s += time.perf_counter() - t_epoch
-            finished_epoch = state.pos >= steps_per_epoch
-            last = state.step >= total_steps
-            if finished_epoch:
-                state.epoch += 1
-                state.pos = 0
-            if (finished_epoch and state.epoch % tc.eval_every == 0) or last:
-                _validate(model, data, task, cfg, run, device, state, reporter, best_path, env)
-                if on_validate is not None:
-                    # Every rank runs it (a sharded model needs all of them for a forward pass).
-                    # It may call methods other than forward (GPT's generate), which FSDP's
-                    # hooks do not see: gather the root's parameters by hand around it.
-                    was_training = model.training
-                    model.eval()
-                    if sharded:
-                        model.unshard()
-                    extra = on_validate(unwrap(model), state)
-                    if sharded:
-                        model.reshard()
-                    model.train(was_training)
-                    if extra:
-                        append_metrics({"step": state.step, "epoch": state.epoch, **extra})
-            checkpoint()
+            stop = _end_of_epoch(loop, state, steps_per_epoch, on_validate, stopping=stop) or stop
     finally:
-        reporter.close()
-    if es is not None and es.restore_best and best_path.exists():
-        load_full_model_state(model, load_tensors(best_path))
+        loop.reporter.close()
+    if stop:
+        state.stopped_early = True
+        loop.reporter.message(f"stopped by callback {loop.callbacks.stop_reason}")
+    es = tc.early_stopping
+    if es is not None and es.restore_best and loop.best_path.exists():
+        load_full_model_state(model, load_tensors(loop.best_path))
+    loop.callbacks.fire("on_fit_end", lambda: loop.fit_state(state))
     return state
 
 
-def _validate(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig, run: Run,
-              device: torch.device, state: LoopState, reporter: Reporter, best_path: Any,
-              env: DistEnv) -> None:
+def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig, run: Run, device: torch.device,
+           reporter: Reporter | None, loss_fn: LossFn | None, env: DistEnv, strategy: str,
+           callbacks: Iterable[Callback]) -> _Loop:
+    """Check the plan against the data and build the optimizer, scaler and compiled forward."""
+    tc = cfg.train
+    plan = BatchPlan(len(data.train), cfg.data.batch_size, tc.grad_accum, shuffle=cfg.data.shuffle,
+                     drop_last=cfg.data.drop_last, seed=tc.seed, world_size=env.world_size, rank=env.rank)
+    if plan.steps_per_epoch() == 0:
+        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} x grad_accum {tc.grad_accum} exceeds "
+                          f"the {len(data.train)} training samples with drop_last; lower it")
+    total_steps = tc.epochs * plan.steps_per_epoch()
+    if tc.max_steps is not None:
+        total_steps = min(total_steps, tc.max_steps)
+    es = tc.early_stopping
+    if es is not None and es.metric not in task.metric_names():
+        raise ConfigError(f"train.early_stopping.metric: got '{es.metric}'; valid: "
+                          f"{', '.join(sorted(task.metric_names()))}")
+    amp = contextlib.nullcontext if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
+    return _Loop(
+        model=model, data=data, task=task, cfg=cfg, run=run, device=device, env=env,
+        reporter=reporter or Reporter(enabled=False), callbacks=CallbackList(callbacks), plan=plan,
+        total_steps=total_steps, optimizer=build_optimizer(model, cfg.optim),
+        scaler=torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None,
+        forward=torch.compile(model) if tc.compile else model, loss_fn=loss_fn, sharded=strategy == "fsdp",
+        best_path=run.checkpoints / "best.safetensors", amp=amp, t_log=time.perf_counter(),
+    )
+
+
+def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
+    """A fresh state, or the one in the latest good checkpoint (weights and optimizer restored)."""
+    state = LoopState()
+    if resume and not has_checkpoint(loop.run.checkpoints):
+        # Killed before its first checkpoint completed: start over; the result is the same.
+        if loop.env.is_main:
+            loop.run.truncate_metrics(0)
+        loop.reporter.message("no complete checkpoint yet; restarting this run from step 0")
+    elif resume:
+        ckpt = load_checkpoint(loop.run.checkpoints)
+        restore_checkpoint(ckpt, loop.model, loop.optimizer, loop.env)
+        state = LoopState(**ckpt.state["loop"])
+        if loop.env.is_main:
+            loop.run.truncate_metrics(state.step)
+        saved_world = ckpt.state.get("world_size", 1)
+        loop.reporter.message(f"resumed from {ckpt.path.name} (step {state.step}, epoch {state.epoch}"
+                              + (f", saved by {saved_world} processes)" if saved_world != loop.env.world_size
+                                 else ")"))
+    barrier(loop.env)  # no rank starts before every rank has read the checkpoint
+    return state
+
+
+def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor) -> None:
+    """One optimizer step over this rank's share of the step's global batch."""
+    tc, env, model, optimizer, scaler = loop.cfg.train, loop.env, loop.model, loop.optimizer, loop.scaler
+    loop.lr = lr_at(state.step, loop.total_steps, loop.cfg.optim.lr, loop.cfg.schedule)
+    for group in optimizer.param_groups:
+        group["lr"] = loop.lr
+    world = env.world_size
+    step_indices = loop.plan.global_indices(order, state.pos)
+    indices = loop.plan.micro_batches(order, state.pos)
+    # A rank left without samples (a short last step) still joins the gradient exchange, with
+    # a zero-weighted pass over the step's first sample.
+    idle = not indices
+    batches = [loop.data.train.batch(idx, state.epoch, train=True) for idx in (indices or [step_indices[:1]])]
+    # The loss is a mean over the global batch's items. Targets are never augmented, so every
+    # rank counts them itself from the step's indices: no collective.
+    count = (sum(loop.task.count(y) for _, y in batches) if world == 1
+             else loop.task.count(loop.data.train.y[step_indices]))
+    step_loss = None
+    for i, (x, y) in enumerate(batches):
+        if loop.device.type != "cpu":  # batches are built on the CPU
+            x, y = x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True)
+        with gradient_sync(model, i == len(batches) - 1):
+            with loop.amp():
+                out = loop.forward(x)
+            loss = loop.task.loss(out, y, count) if loop.loss_fn is None else loop.loss_fn(out, x, y, count)
+            if world > 1:
+                # DDP and FSDP average gradients over ranks; each rank's share of the global
+                # mean is scaled back up by the world size.
+                loss = loss * (0.0 if idle else float(world))
+            (scaler.scale(loss) if scaler else loss).backward()
+        step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+    if world > 1:
+        step_loss = all_sum(step_loss.float(), env) / world
+    # The one host sync per step DESIGN.md allows: the finite check must see this step's loss
+    # before the optimizer applies it (checking every N steps could not skip the bad step
+    # itself). The same float feeds the logged average, so logging costs no tensor op.
+    loop.loss = step_loss.item()
+    if not math.isfinite(loop.loss):
+        if tc.nonfinite == "stop":
+            raise NonFiniteLossError(f"non-finite loss ({loop.loss}) at step {state.step + 1} (epoch "
+                                     f"{state.epoch + 1}); lower optim.lr, set train.grad_clip, or "
+                                     "train.nonfinite=skip")
+        optimizer.zero_grad(set_to_none=True)
+        state.skipped_steps += 1
+        loop.reporter.message(f"skipped step {state.step + 1}: non-finite loss")
+    else:
+        if scaler:
+            scaler.unscale_(optimizer)
+        if tc.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loop.loss_acc += loop.loss
+        loop.steps_acc += 1
+    n = len(step_indices)
+    state.step += 1
+    state.pos += 1
+    state.samples += n
+    loop.samples_acc += n
+
+
+def _log_point(loop: _Loop, state: LoopState, t_epoch: float) -> None:
+    """At every `log_every` steps: a train point in metrics.jsonl and on the progress bar."""
+    loop.logged = None
+    if state.step % loop.cfg.train.log_every and state.step != loop.total_steps:
+        loop.reporter.step(state.step, loop.total_steps, None, None, loop.lr)
+        return
+    now = time.perf_counter()
+    loss = loop.loss_acc / max(loop.steps_acc, 1)
+    sps = loop.samples_acc / max(now - loop.t_log, 1e-9)
+    # `epoch` counts whole epochs done, as in validation points: one number for one step.
+    loop.logged = {"split": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": loop.lr,
+                   "samples_per_s": sps, "time_s": state.train_time_s + now - t_epoch}
+    if loop.env.is_main:
+        loop.run.append_metrics(loop.logged)
+    loop.loss_acc, loop.steps_acc, loop.samples_acc, loop.t_log = 0.0, 0, 0, now
+    loop.reporter.step(state.step, loop.total_steps, loss, sps, loop.lr)
+
+
+def _checkpoint(loop: _Loop, state: LoopState) -> bool:
+    """Write a checkpoint for this step (once); True when a callback asked to stop."""
+    if loop.saved_at == state.step:
+        return False
+    loop.saved_at = state.step
+    path = save_checkpoint(loop.run.checkpoints, state.step, loop.model, loop.optimizer, {"loop": asdict(state)},
+                           keep=loop.cfg.train.keep_checkpoints, env=loop.env, sharded=loop.sharded)
+    return loop.callbacks.fire("on_checkpoint", lambda: loop.fit_state(state, path))
+
+
+def _end_of_epoch(loop: _Loop, state: LoopState, steps_per_epoch: int,
+                  on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None] | None,
+                  stopping: bool) -> bool:
+    """Close the epoch: validate when due (or at the end), then checkpoint. True: stop asked."""
+    finished_epoch = state.pos >= steps_per_epoch
+    if finished_epoch:
+        state.epoch += 1
+        state.pos = 0
+    stop = False
+    last = state.step >= loop.total_steps or stopping
+    if (finished_epoch and state.epoch % loop.cfg.train.eval_every == 0) or last:
+        stop = _validate(loop, state)
+        if on_validate is not None:
+            _sample(loop, state, on_validate)
+    return _checkpoint(loop, state) or stop
+
+
+def _sample(loop: _Loop, state: LoopState,
+            on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None]) -> None:
+    """Run `on_validate` in eval mode on every rank (a sharded model needs all of them).
+
+    It may call methods other than forward (GPT's generate), which FSDP's hooks do not see:
+    the root's parameters are gathered by hand around it.
+    """
+    model = loop.model
+    was_training = model.training
+    model.eval()
+    if loop.sharded:
+        model.unshard()
+    extra = on_validate(unwrap(model), state)
+    if loop.sharded:
+        model.reshard()
+    model.train(was_training)
+    if extra and loop.env.is_main:
+        loop.run.append_metrics({"step": state.step, "epoch": state.epoch, **extra})
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _validate(loop: _Loop, state: LoopState) -> bool:
     """Evaluate on the validation split; track the best model and early stopping.
 
     Every rank evaluates the whole split (a sharded model needs them all for a forward
     pass, and the figures are then exactly those of a one-process run); rank 0's figures
-    are broadcast so that every rank takes the same early-stopping decision.
+    are broadcast so that every rank takes the same early-stopping decision. Returns True
+    when a callback asked to stop.
     """
+    data, cfg, env = loop.data, loop.cfg, loop.env
     if len(data.val) == 0:
-        return
-    val = evaluate_split(unwrap(model), data.val, task, device, cfg.data.eval_batch_size, cfg.train.precision)
+        return False
+    val = evaluate_split(unwrap(loop.model), data.val, loop.task, loop.device, cfg.data.eval_batch_size,
+                         cfg.train.precision)
     scalars = broadcast_object({k: v for k, v in val.items() if isinstance(v, float)}, env)
     state.last_val = scalars
     if env.is_main:
-        run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars})
+        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars})
     shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
-    reporter.message(f"epoch {state.epoch} step {state.step}: val {shown}")
+    loop.reporter.message(f"epoch {state.epoch} step {state.step}: val {shown}")
     es = cfg.train.early_stopping
-    metric = es.metric if es else task.primary_metric
-    mode = es.mode if es else task.primary_mode
+    metric = es.metric if es else loop.task.primary_metric
+    mode = es.mode if es else loop.task.primary_mode
     value = scalars.get(metric, math.nan)
     if _improved(value, state.best, mode, es.min_delta if es else 0.0):
         state.best, state.best_step, state.bad_evals = value, state.step, 0
-        save_model_weights(model, best_path, env.is_main)  # collective under FSDP
+        save_model_weights(loop.model, loop.best_path, env.is_main)  # collective under FSDP
         barrier(env)  # the file is complete before any rank may read it back
     else:
         state.bad_evals += 1
         if es is not None and state.bad_evals >= es.patience:
             state.stopped_early = True
-            reporter.message(f"early stopping: val {metric} has not improved for {es.patience} evaluations")
+            loop.reporter.message(f"early stopping: val {metric} has not improved for {es.patience} evaluations")
+    return loop.callbacks.fire("on_validation_end", lambda: loop.fit_state(state))

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import ember
-from ember.attribution import attribute
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
+from ember.explain import attribute
 from tests.conftest import run_cli
 
 IMG = DataInfo("classification", "image", (1, 8, 8), 2, class_names=("a", "b"), mean=(0.0,), std=(1.0,))

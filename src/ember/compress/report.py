@@ -1,6 +1,9 @@
 """Report section "Compression": a run's family of compressed children, as a table and a
 Pareto plot of the task metric against batch-1 CPU latency.
 
+Written as `compression/section.html` into the run (the report discovers it; the report
+package does not import compress).
+
 The family is the trained (root) run and every child compressed from it, directly or
 through a chain, found beside it (see `ember.compress.record.family`). A child's report
 shows the family as far as it was known when the child was written; the root's report
@@ -15,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ember.compress.record import family, read_record
-from ember.runs import Run
+from ember.formatting import format_cell
+from ember.report.sections import figure_html, plt
+from ember.runs import Run, atomic_write_text
 
-__all__ = ["compression_section", "family_rows", "pareto_front"]
+__all__ = ["compression_section", "write_section", "family_rows", "pareto_front"]
 
 _COLUMNS = [("params", "params"), ("size_mb", "size (MB)"), ("latency_ms_b1", "latency b1 (ms)"),
             ("throughput_b64", "throughput b64 (samples/s)")]
@@ -71,14 +76,10 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool) -> list[int]
 
 
 def _fmt(value: Any) -> str:
-    from ember.compress.cli import format_cell
-
     return html.escape(format_cell(value))
 
 
 def _plot(run: Run, rows: list[dict[str, Any]], metric: str, maximize: bool) -> str:
-    from ember.report.sections import figure_html, plt
-
     usable = [r for r in rows if isinstance(r.get("latency_ms_b1"), (int, float)) and metric in r]
     if len(usable) < 2:
         return ""
@@ -130,3 +131,12 @@ def compression_section(run: Run) -> tuple[str, str] | None:
                "model.safetensors on disk. An int8 model keeps its float model's parameter count.</p>")
     table = f"<table><tr>{head}</tr>{body}</table>"
     return "Compression", note + table + caption + _plot(run, rows, metric, maximize)
+
+
+def write_section(run: Run) -> bool:
+    """Write (or refresh) `compression/section.html` in `run`; False when it has no family."""
+    section = compression_section(run)
+    if section is None:
+        return False
+    atomic_write_text(run.tool_dir("compression") / "section.html", section[1])
+    return True

@@ -10,15 +10,20 @@ from __future__ import annotations
 import base64
 import html
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ember.attribution.attribute import Attribution, attribute
-from ember.attribution.methods import METHODS, applicable, check_methods, forward_fn
-from ember.attribution.render import (
+from ember import data as data_mod
+from ember.compress import require_float
+from ember.errors import ConfigError
+from ember.explain.attribute import Attribution, attribute
+from ember.explain.methods import METHODS, applicable, check_methods, forward_fn
+from ember.explain.render import (
     attention_grid,
     bars,
     image_row,
@@ -26,7 +31,9 @@ from ember.attribution.render import (
     summary_bars,
     token_html,
 )
-from ember.errors import ConfigError
+from ember.inputs import read_inputs
+from ember.loading import load_run, load_tokenizer
+from ember.report.build import render_run
 from ember.runs import atomic_write_text
 
 __all__ = ["explain", "METHODS", "applicable", "attribute"]
@@ -60,19 +67,12 @@ def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods
 
     Returns the path of `explain/index.html`.
     """
-    from ember import data as data_mod
-    from ember.api import load_run
-    from ember.compress import require_float
-    from ember.inputs import read_inputs
-
     loaded = load_run(run_dir)
     info, model = loaded.info, loaded.model
     require_float(model, loaded.run.path, "has no gradients to attribute with")
     chosen = check_methods(methods, info, model)
     tokenizer = None
     if info.input_kind == "tokens":
-        from ember.generation import load_tokenizer
-
         tokenizer = load_tokenizer(loaded.run.path)
     bundle = data_mod.build(loaded.config.data, loaded.config.train.seed)
     if inputs or texts:
@@ -80,7 +80,7 @@ def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods
         items = [(name, x[i: i + 1]) for name, x in items for i in range(len(x))]
     else:
         items = _pick_examples(loaded, bundle, examples)
-    out_dir = loaded.run.path / "explain"
+    out_dir = loaded.run.tool_dir("explain")
     out_dir.mkdir(exist_ok=True)
     f = forward_fn(model, info)
     background = bundle.train.x[torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:32]]
@@ -117,9 +117,7 @@ def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods
             + "\n".join(body) + "</body></html>\n")
     atomic_write_text(out_dir / "index.html", page)
     atomic_write_text(out_dir / "section.html", "\n".join(body))
-    from ember.api import report
-
-    report(loaded.run.path)  # the report picks up explain/section.html
+    render_run(loaded.run.path)  # the report picks up explain/section.html
     return out_dir / "index.html"
 
 
@@ -162,3 +160,13 @@ def _render(n: int, x: torch.Tensor, attrs: list[Attribution], info: Any, bundle
         elif a.method == "attention":
             parts.append(_img(attention_grid(a.values, tokens, out_dir / f"example_{n}_attention.png")))
     return "\n".join(parts)
+
+
+class _CallableModule(types.ModuleType):
+    """`ember.explain(...)` calls `explain` (the package took the function's name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ember.attribution.methods import embedding_layer, forward_fn, last_conv, rollout
 from ember.data.bundle import DataInfo
+from ember.explain.methods import embedding_layer, forward_fn, last_conv, rollout
 from ember.models.attention import record_attention
 
 __all__ = ["Attribution", "attribute"]

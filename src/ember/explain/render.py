@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ember.attribution.attribute import Attribution  # noqa: E402
+from ember.explain.attribute import Attribution  # noqa: E402
 
 __all__ = ["image_row", "token_html", "bars", "series_plot", "attention_grid"]
 

@@ -1,0 +1,18 @@
+"""How figures look in tables (terminal and HTML alike). Imports nothing heavy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["format_cell"]
+
+
+def format_cell(value: Any) -> str:
+    """A figure as a table shows it: `-` for none, thousands separators, 4 decimals."""
+    if isinstance(value, bool) or value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Training: the loop, its session set-up, checkpoints, scale-out, callbacks and loggers."""
