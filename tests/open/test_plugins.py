@@ -116,16 +116,15 @@ def test_missing_plugin_names_the_package_to_install(plugin_run: Path) -> None:
 
 
 def test_plugin_run_serves_and_compresses(plugin_run: Path, plugin_importable: None, tmp_path: Path) -> None:
+    import base64
+    import io
+
     from fastapi.testclient import TestClient
+    from PIL import Image
 
     from ember.compress import compress
     from ember.compress.config import QuantizeStep
     from ember.serve import create_app
-
-    import base64
-    import io
-
-    from PIL import Image
 
     png = io.BytesIO()
     Image.new("L", (8, 8), 128).save(png, format="PNG")
