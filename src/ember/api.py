@@ -95,12 +95,12 @@ def train(
         recipe = "digits-mlp" if model is not None or bundle is not None else "digits-cnn"
     try:
         cfg, continued = config_for(recipe, overrides, resume)
-        if model is not None or bundle is not None:
-            if continued is None:
-                cfg = object_config(cfg, model, bundle, description=_describe(data))
-            elif (model is None and cfg.model.name == "object") or (bundle is None and cfg.data.name == "object"):
-                raise ConfigError(f"--resume: '{continued.path}' was trained from objects; pass model= and "
-                                  "data= again to resume it")
+        if continued is None and (model is not None or bundle is not None):
+            cfg = object_config(cfg, model, bundle, description=_describe(data))
+        elif continued is not None and ((model is None and cfg.model.name == "object")
+                                        or (bundle is None and cfg.data.name == "object")):
+            raise ConfigError(f"--resume: '{continued.path}' was trained from objects; pass model= and "
+                              "data= again to resume it")
         result = train_session(cfg, continued, run_dir, env, quiet, verbose, model, bundle, callbacks, t0)
         if isinstance(result, Trained):
             if cfg.log.report:

@@ -67,17 +67,15 @@ class ObjectDataset:
     def batch(self, indices: Tensor, epoch: int = 0, train: bool = False) -> tuple[Tensor, Tensor]:
         """Inputs and targets at `indices`, stacked (item by item, in order)."""
         items = [self.dataset[int(i)] for i in indices]
-        try:
-            xs, ys = zip(*items)
-        except (TypeError, ValueError):
-            raise DataError("data: each item of your Dataset must be an (input, target) pair") from None
-        return _stack(xs, "inputs"), _stack(ys, "targets")
+        if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
+            raise DataError("data: each item of your Dataset must be an (input, target) pair")
+        return _stack([x for x, _ in items], "inputs"), _stack([y for _, y in items], "targets")
 
     def subset(self, indices: Tensor) -> ObjectDataset:
         return ObjectDataset(torch.utils.data.Subset(self.dataset, [int(i) for i in indices]))
 
 
-def _stack(values: tuple[Any, ...], what: str) -> Tensor:
+def _stack(values: list[Any], what: str) -> Tensor:
     try:
         return torch.stack([torch.as_tensor(v) for v in values])
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -123,9 +121,11 @@ def data_bundle(train: Any, val: Any = None, test: Any = None, task: str = "clas
         outputs = num_classes
     else:
         names, outputs = (), int(y0[0].numel())
-    channels = int(x0.shape[1]) if kind == "image" else 0
-    info = DataInfo(task, kind, tuple(int(d) for d in x0.shape[1:]), outputs, names,
-                    mean=(0.0,) * channels, std=(1.0,) * channels)
+    # Inputs are used as given (no normalisation): the identity, per channel or feature.
+    width = int(x0.shape[1]) if kind in ("image", "tabular") else 0
+    features = tuple(f"x{i}" for i in range(width)) if kind == "tabular" else ()
+    info = DataInfo(task, kind, tuple(int(d) for d in x0.shape[1:]), outputs, names, features,
+                    mean=(0.0,) * width, std=(1.0,) * width)
     return DataBundle(splits[0], splits[1], splits[2], info)
 
 
