@@ -91,6 +91,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from ember.compress.cli import add_compress_parser
 
     add_compress_parser(sub)
+    from ember.textbook.cli import add_parser as add_textbook_parser
+
+    add_textbook_parser(sub)
 
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path)
@@ -110,6 +113,10 @@ def _split_recipe(recipe: str, overrides: list[str]) -> tuple[str, list[str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "textbook":  # NumPy first; torch only for the comparison with Ember
+        from ember.textbook.cli import run as run_textbook
+
+        return run_textbook(args)
     from ember import api
 
     if args.command == "train":
