@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from ember.errors import ConfigError
-from ember.textbook.xor import PARAM_NAMES, XOR_X, XOR_Y, XorHistory, init_xor, train_xor, xor_forward
+from ember.textbook.xor import (
+    PARAM_NAMES,
+    XOR_X,
+    XOR_Y,
+    XorHistory,
+    init_xor,
+    train_xor,
+    xor_forward,
+)
 
 __all__ = ["add_parser", "run", "XorComparison", "compare_xor"]
 
