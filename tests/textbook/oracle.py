@@ -8,7 +8,8 @@ from hypothesis import settings
 
 # Few examples per property (shapes are tiny; each example is milliseconds): the point is
 # many different shapes across runs, not many per run. Derandomized so CI is reproducible.
-settings.register_profile("textbook", max_examples=12, deadline=None, derandomize=True)
+settings.register_profile("textbook", max_examples=12, deadline=None, derandomize=True,
+                          database=None)
 
 FORWARD_TOL = 1e-6  # every forward pass within this of PyTorch (float64)
 GRAD_TOL = 1e-5  # every gradient within this of autograd (float64)
