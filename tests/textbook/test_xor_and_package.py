@@ -93,3 +93,20 @@ def test_a_recipe_that_drifted_from_the_textbook_network_is_refused() -> None:
     for override in ("optim.lr=0.1", "model.activation=relu", "model.hidden=[8]", "optim.name=adam"):
         with pytest.raises(ConfigError, match="xor-mlp no longer trains"):
             _check_recipe(load("xor-mlp", [override]))
+
+
+def test_task_losses_keep_float64_and_widen_half_precision() -> None:
+    # The comparison trains in float64; a float32 cast in the loss would round every gradient.
+    import torch
+
+    from ember.data.bundle import DataInfo
+    from ember.tasks import Classification, Regression
+
+    reg = Regression(DataInfo(task="regression", input_kind="tabular", input_shape=(2,), num_outputs=1))
+    cls = Classification(DataInfo(task="classification", input_kind="tabular", input_shape=(2,), num_outputs=3))
+    y = torch.zeros(4, 1, dtype=torch.float64)
+    assert reg.loss(torch.ones(4, 1, dtype=torch.float64), y, 4).dtype == torch.float64
+    assert reg.loss(torch.ones(4, 1, dtype=torch.bfloat16), y.float(), 4).dtype == torch.float32
+    labels = torch.tensor([0, 1, 2, 0])
+    assert cls.loss(torch.randn(4, 3, dtype=torch.float64), labels, 4).dtype == torch.float64
+    assert cls.loss(torch.randn(4, 3).half(), labels, 4).dtype == torch.float32

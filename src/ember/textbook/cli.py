@@ -18,7 +18,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,8 @@ def _check_recipe(cfg: Any) -> None:
 
 
 def compare_xor(steps: int, seed: int = 0, precision: str = "fp64", tolerance: float = 1e-6,
-                run_dir: Path | None = None, log: Any = None) -> tuple[XorComparison, dict[str, np.ndarray]]:
+                run_dir: Path | None = None,
+                log: Callable[[int, float], None] | None = None) -> tuple[XorComparison, dict[str, np.ndarray]]:
     """Train XOR with the NumPy references and with `ember train xor-mlp` from the same start.
 
     Args:
