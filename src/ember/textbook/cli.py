@@ -55,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
     x.add_argument("--precision", choices=sorted(TOLERANCE), default="fp64",
                    help="the dtype of Ember's run (fp64: agreement to 1e-6; fp32: as Ember trains by default)")
     x.add_argument("--tolerance", type=float, default=None,
-                   help="largest weight difference accepted (default: 1e-6 in fp64, 1e-3 in fp32)")
+                   help="largest weight or loss difference accepted (default: 1e-6 in fp64, 1e-3 in fp32)")
     x.add_argument("--no-compare", action="store_true",
                    help="NumPy only (no torch): its own initial weights, no Ember run")
     x.add_argument("--run-dir", type=Path, default=None, help="keep Ember's run here (default: a temporary one)")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ember.errors import NonFiniteLossError
 from ember.textbook.activations import tanh, tanh_backward
 from ember.textbook.dense import dense_backward, dense_forward
 from ember.textbook.losses import mse, mse_grad
@@ -73,11 +74,17 @@ def train_xor(p: Params, steps: int, lr: float = 0.5, momentum: float = 0.9, sna
         log: called as log(step, loss) after each step, for printing.
     Returns:
         The losses and the snapshots.
+    Raises:
+        NonFiniteLossError: the loss overflowed (some starts diverge at lr 0.5, momentum 0.9).
     """
     opt = SGD([p[k] for k in PARAM_NAMES], lr=lr, momentum=momentum)
     history = XorHistory()
     for step in range(1, steps + 1):
-        loss, grads = xor_gradients(p, XOR_X, XOR_Y)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below, in one line
+            loss, grads = xor_gradients(p, XOR_X, XOR_Y)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite loss ({loss}) at step {step}: this start diverges at "
+                                     f"lr {lr} and momentum {momentum}; try another seed")
         opt.step([grads[k] for k in PARAM_NAMES])
         history.losses.append(loss)
         if snapshot_every and step % snapshot_every == 0:
