@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from ember import __version__
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError
+from ember.textbook.parser import add_parser as add_textbook_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -108,6 +109,7 @@ def _run_parsers(sub: Any) -> None:
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
 
     add_compress_parser(sub)
+    add_textbook_parser(sub)
 
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path, help="a run folder")
@@ -139,7 +141,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if at is None or argv[at] not in commands or at > 0:
         return parser.parse_args(argv)  # --help, --version, or argparse's own error
-    args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    command = commands[argv[at]]
+    rest = argv[at + 1:]
+    # A command with sub-commands of its own (`textbook xor`) takes plain parsing.
+    args = command.parse_args(rest) if command._subparsers is not None else command.parse_intermixed_args(rest)
     args.command = argv[at]
     return args
 
@@ -268,6 +273,12 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _textbook(args: argparse.Namespace) -> int:
+    from ember.textbook.cli import run  # NumPy first; torch only for the comparison with Ember
+
+    return run(args)
+
+
 def _recipes(args: argparse.Namespace) -> int:
     from ember.config import list_recipes, load
 
@@ -279,7 +290,7 @@ def _recipes(args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
-    "runs": _runs, "recipes": _recipes,
+    "runs": _runs, "recipes": _recipes, "textbook": _textbook,
 }
 
 

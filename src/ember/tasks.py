@@ -22,6 +22,15 @@ __all__ = ["Task", "Classification", "Regression", "Forecast", "LanguageModeling
 IGNORE_INDEX = -100  # targets with this value (padding, unscored positions) carry no loss
 
 
+def _wide(t: Tensor) -> Tensor:
+    """Half-precision outputs (bf16/fp16 autocast) in float32 for the loss; float64 kept as is.
+
+    A float64 model (the textbook comparison trains one) keeps its loss and gradients in
+    float64: casting them to float32 would round every step's gradient.
+    """
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class Task:
     """Base: subclasses define the loss, metrics and how outputs become predictions."""
 
@@ -66,11 +75,11 @@ class Classification(Task):
     primary_mode = "max"
 
     def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(output.float(), target, reduction="sum")
+        return F.cross_entropy(_wide(output), target, reduction="sum")
 
     def loss(self, output: Tensor, target: Tensor, count: int) -> Tensor:
         if count == target.shape[0]:  # the whole step is this batch: a plain mean, one op fewer
-            return F.cross_entropy(output.float(), target)
+            return F.cross_entropy(_wide(output), target)
         return self.loss_sum(output, target) / count
 
     def metrics(self) -> torchmetrics.MetricCollection:
@@ -111,7 +120,7 @@ class Regression(Task):
 
     def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
         # Summed over samples, averaged over target columns, so the count is samples.
-        return F.mse_loss(output.float(), target.float(), reduction="none").mean(-1).sum()
+        return F.mse_loss(_wide(output), _wide(target), reduction="none").mean(-1).sum()
 
     def metrics(self) -> torchmetrics.MetricCollection:
         rg = torchmetrics.regression
@@ -155,7 +164,7 @@ class LanguageModeling(Task):
     primary_mode = "min"
 
     def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
-        logits = output.float().reshape(-1, output.shape[-1])  # (B*T, V)
+        logits = _wide(output).reshape(-1, output.shape[-1])  # (B*T, V)
         return F.cross_entropy(logits, target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
 
     def count(self, target: Tensor) -> int:

@@ -132,8 +132,7 @@ def test_object_run_resumes_exactly(tmp_path: Path) -> None:
                 raise RuntimeError("simulated crash")
 
     torch.manual_seed(0)
-    straight = ember.train(overrides=OVERRIDES, model=TwoMoons(), data=_datasets(), run_dir=tmp_path / "a",
-                           verbose=False)
+    ember.train(overrides=OVERRIDES, model=TwoMoons(), data=_datasets(), run_dir=tmp_path / "a", verbose=False)
     torch.manual_seed(0)
     with pytest.raises(ember.CallbackError, match=r"Crash.on_step_end raised RuntimeError: simulated crash"):
         ember.train(overrides=OVERRIDES, model=TwoMoons(), data=_datasets(), run_dir=tmp_path / "b",
