@@ -91,12 +91,16 @@ def train(
     t0 = time.perf_counter()
     env = environment()
     bundle = _bundle_of(data, task)
+    named = recipe is not None
     if recipe is None:
         recipe = "digits-mlp" if model is not None or bundle is not None else "digits-cnn"
     try:
         cfg, continued = config_for(recipe, overrides, resume)
         if continued is None and (model is not None or bundle is not None):
             cfg = object_config(cfg, model, bundle, description=_describe(data))
+            if not named:  # runs/<model class>-<time>, not the borrowed recipe's name
+                cfg = cfg.model_copy(update={"recipe": type(model).__name__.lower() if model is not None
+                                             else "custom"})
         elif continued is not None and ((model is None and cfg.model.name == "object")
                                         or (bundle is None and cfg.data.name == "object")):
             raise ConfigError(f"--resume: '{continued.path}' was trained from objects; pass model= and "
