@@ -21,6 +21,7 @@ from ember import models
 from ember.compress.child import load_compressed
 from ember.config import ExperimentConfig, from_dict
 from ember.data.bundle import DataInfo
+from ember.data.tokenizer import tokenizer_from_json
 from ember.errors import CheckpointError, RunError
 from ember.runs import Run, open_run
 from ember.tasks import Task, for_info
@@ -66,8 +67,6 @@ def load_tokenizer(run_path: Path) -> Any:
     path = run_path / "tokenizer.json"
     if not path.is_file():
         raise RunError(f"'{run_path}' has no tokenizer.json; this needs a text run")
-    from ember.data.tokenizer import tokenizer_from_json
-
     return tokenizer_from_json(path.read_text())
 
 

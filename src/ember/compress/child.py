@@ -17,6 +17,9 @@ from typing import Any
 
 from torch import nn
 
+from ember.compress.measure import example_input
+from ember.compress.prune import rebuild_structure
+from ember.compress.quantize import load_quantized
 from ember.compress.record import read_record
 from ember.data.bundle import DataInfo
 from ember.errors import RunError
@@ -35,8 +38,6 @@ def apply_structure(model: nn.Module, transforms: list[dict[str, Any]]) -> nn.Mo
     """Replay the structural (pruning) transforms on a freshly built model."""
     for t in transforms:
         if t.get("kind") == "structure":
-            from ember.compress.prune import rebuild_structure
-
             model = rebuild_structure(model, t["record"])
     return model
 
@@ -62,9 +63,6 @@ def load_compressed(run: Run, model: nn.Module, info: DataInfo, weights: Path) -
         if kind == "quantize":
             if i != len(transforms) - 1:
                 raise RunError(f"'{run.path}': quantization must be the last transform in compression.json")
-            from ember.compress.measure import example_input
-            from ember.compress.quantize import load_quantized
-
             model = apply_structure(model, transforms[:i])
             return load_quantized(model, load_tensors(weights), t.get("meta", {}), example_input(info))
         raise RunError(f"'{run.path / 'compression.json'}': unknown transform {kind!r}; valid: structure, quantize")

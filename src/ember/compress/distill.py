@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,15 +36,14 @@ from ember import models
 from ember.config import ExperimentConfig, from_dict
 from ember.data.bundle import DataBundle, DataInfo
 from ember.errors import ConfigError
+from ember.loading import LoadedRun
 from ember.runs import Run
 from ember.section import Section
 from ember.tasks import IGNORE_INDEX, Task, for_info
 from ember.training.device import check_precision
 from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
-
-if TYPE_CHECKING:
-    from ember.loading import LoadedRun
+from ember.training.session import prepare, write_data_files
 
 __all__ = ["DistillConfig", "check_student", "distill_loss", "distill", "student_model_config"]
 
@@ -255,7 +254,6 @@ def distill(teacher: LoadedRun, student_cfg: Any, cfg: ExperimentConfig, run: Ru
     Raises:
         ConfigError: an invalid or ill-fitting student, or data unlike the teacher's.
     """
-    from ember.training.session import prepare, write_data_files
 
     student_model_cfg = student_model_config(student_cfg, cfg)
     if bundle is None:

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ember.errors import DataError
+
 __all__ = ["DataInfo", "ArrayDataset", "DataBundle", "Augment"]
 
 # (x, indices, epoch) -> x: applied to a training batch; randomness from (seed, epoch, index).
@@ -91,8 +93,6 @@ class DataBundle:
 
     def split(self, name: str) -> ArrayDataset:
         if name not in ("train", "val", "test"):
-            from ember.errors import DataError
-
             raise DataError(f"unknown split '{name}'; valid: train, val, test")
         return getattr(self, name)
 

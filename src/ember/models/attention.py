@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ember.errors import ConfigError
+
 __all__ = ["attention_reference", "MultiHeadSelfAttention", "has_attention", "record_attention"]
 
 
@@ -63,8 +65,6 @@ class MultiHeadSelfAttention(nn.Module):
                  causal: bool = False) -> None:
         super().__init__()
         if d_model % n_head:
-            from ember.errors import ConfigError
-
             raise ConfigError(f"model.d_model ({d_model}) must be divisible by model.n_head ({n_head})")
         self.n_head = n_head
         self.causal = causal

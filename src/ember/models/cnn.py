@@ -8,6 +8,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
+from ember.errors import ConfigError
 from ember.models.common import Activation, activation
 from ember.section import Section
 
@@ -71,8 +72,6 @@ class CNN(nn.Module):
 
 def build_cnn(cfg: CNNConfig, info: DataInfo) -> CNN:
     if len(info.input_shape) != 3:
-        from ember.errors import ConfigError
-
         raise ConfigError(
             f"model.name: 'cnn' needs image inputs (C, H, W), but data '{info.extra.get('source', '?')}' "
             f"gives shape {list(info.input_shape)}; use model.name=mlp"
