@@ -66,7 +66,7 @@ SOURCES: dict[str, str] = {
     "mnist": "ember.data.idx:load_idx_images",
     "fashion_mnist": "ember.data.idx:load_idx_images",
     "cifar10": "ember.data.cifar:load_cifar10",
-    "image_folder": "ember.data.user:load_image_folder",
+    "image_folder": "ember.data.image_folder:load_image_folder",
     "csv": "ember.data.user:load_csv",
     "stdlib_text": "ember.data.text:load_stdlib_text",
     "text_files": "ember.data.text:load_text_files",

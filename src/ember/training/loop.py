@@ -25,6 +25,7 @@ from torch import nn
 
 from ember.config import ExperimentConfig
 from ember.data.bundle import DataBundle
+from ember.data.loader import StepLoader
 from ember.errors import ConfigError, NonFiniteLossError
 from ember.runs import Run
 from ember.tasks import Task
@@ -111,6 +112,7 @@ def fit(
     plan = BatchPlan(len(data.train), cfg.data.batch_size, tc.grad_accum, shuffle=cfg.data.shuffle,
                      drop_last=cfg.data.drop_last, seed=tc.seed, world_size=env.world_size, rank=env.rank)
     steps_per_epoch = plan.steps_per_epoch()
+    loader = StepLoader(data.train, plan, cfg.data.workers, cfg.data.prefetch, pin_memory=device.type == "cuda")
     if steps_per_epoch == 0:
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} x grad_accum {tc.grad_accum} exceeds "
                           f"the {len(data.train)} training samples with drop_last; lower it")
@@ -168,6 +170,7 @@ def fit(
         while state.epoch < tc.epochs and state.step < total_steps and not state.stopped_early:
             epoch = state.epoch
             order = plan.order(epoch)
+            feed = loader.steps(order, epoch, state.pos, min(steps_per_epoch, state.pos + total_steps - state.step))
             t_epoch = time.perf_counter()
             while state.pos < steps_per_epoch and state.step < total_steps:
                 lr = lr_at(state.step, total_steps, cfg.optim.lr, cfg.schedule)
@@ -181,7 +184,7 @@ def fit(
                 idle = not indices
                 if idle:
                     indices = [step_indices[:1]]
-                batches = [data.train.batch(idx, epoch, train=True) for idx in indices]
+                batches = next(feed)  # the micro-batches of `indices`, built here or by workers
                 # The loss is a mean over the global batch's items. Targets are never augmented,
                 # so every rank counts them itself from the step's indices: no collective.
                 count = (sum(task.count(y) for _, y in batches) if world == 1
