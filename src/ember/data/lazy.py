@@ -45,6 +45,29 @@ class LazyRows:
     def shape(self) -> torch.Size:
         return torch.Size((self._n, *self.row_shape))
 
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        # torch.equal(rows, t), torch.cat([rows, ...]): read the rows, then call through.
+        def whole(a: Any) -> Any:
+            if isinstance(a, LazyRows):
+                return a[:]
+            if isinstance(a, list | tuple):
+                return type(a)(whole(v) for v in a)
+            return a
+
+        return func(*whole(tuple(args)), **{k: whole(v) for k, v in (kwargs or {}).items()})
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other tensor method (max, float, numpy...) reads every row: fine for the small
+        # splits tools inspect whole, and the reason the loop and evaluation never call one.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self[:], name)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._read(torch.zeros(1, dtype=torch.long)).dtype if self._n else torch.float32
+
     def __getitem__(self, key: Any) -> Tensor:
         rest: tuple[Any, ...] = ()
         if isinstance(key, tuple):
