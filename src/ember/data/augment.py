@@ -48,6 +48,8 @@ class PixelAugment:
     def __init__(self, cfg: ImageAugmentConfig, seed: int) -> None:
         self.cfg = cfg
         self.seed = seed
+        if cfg.crop_scale or cfg.rotate or cfg.brightness or cfg.contrast or cfg.saturation or cfg.hue:
+            _kornia()  # imported here, once: forked workers inherit it instead of each importing it
 
     @staticmethod
     def wanted(cfg: ImageAugmentConfig) -> bool:
