@@ -23,6 +23,7 @@ from ember.data.config import (
     TabularConfig,
     XorConfig,
 )
+from ember.data.table_config import TableConfig
 from ember.data.text_config import (
     AddingConfig,
     CopyConfig,
@@ -52,7 +53,8 @@ DataConfig = Annotated[
     | SeriesConfig
     | CsvSeriesConfig
     | AddingConfig
-    | CopyConfig,
+    | CopyConfig
+    | TableConfig,
     Field(discriminator="name"),
 ]
 
@@ -77,6 +79,8 @@ SOURCES: dict[str, str] = {
     "csv_series": "ember.data.series:load_csv_series",
     "adding": "ember.data.series:load_adding",
     "copy": "ember.data.series:load_copy",
+    "parquet": "ember.data.tables:load_table",
+    "jsonl": "ember.data.tables:load_table",
 }
 
 # What `ember plan` assumes for sources whose files may be absent: (info, train size).

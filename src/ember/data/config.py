@@ -141,3 +141,7 @@ class CsvConfig(BaseDataConfig):
     label_column: str = "label"
     feature_columns: list[str] | None = None
     task: Literal["auto", "classification", "regression"] = "auto"
+    stream: bool = Field(False, description="read in blocks into a memory-mapped cache instead of "
+                         "into memory (for tables larger than memory)")
+    cache: Path | None = Field(None, description="with stream: the cache folder "
+                               "(default ~/.cache/ember/tables)")

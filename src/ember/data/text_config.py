@@ -69,6 +69,10 @@ class TextCsvConfig(_TokensMixin):
     text_column: str = "text"
     label_column: str = "label"
     max_len: int = Field(256, ge=8)
+    stream: bool = Field(False, description="read in blocks into a memory-mapped cache instead of "
+                         "into memory (for tables larger than memory)")
+    cache: Path | None = Field(None, description="with stream: the cache folder "
+                               "(default ~/.cache/ember/tables)")
 
 
 class SeriesConfig(BaseDataConfig):

@@ -11,6 +11,7 @@ import torch
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.config import CsvConfig
 from ember.data.splits import limit, split_indices
+from ember.data.tables import load_table
 from ember.errors import DataError, did_you_mean
 
 __all__ = ["load_csv", "read_csv_rows"]
@@ -48,6 +49,8 @@ def _floats(rows: list[list[str]], cols: list[int], header: list[str], path: Pat
 
 def load_csv(cfg: CsvConfig, seed: int) -> DataBundle:
     """Numeric feature columns + a label column; classification or regression (auto-detected)."""
+    if cfg.stream:
+        return load_table(cfg, seed)
     header, rows = _read_table(cfg.path)
     label_col = _column(header, cfg.label_column, cfg.path, "label")
     names = cfg.feature_columns or [h for i, h in enumerate(header) if i != label_col]
