@@ -232,3 +232,16 @@ def test_bpe_fits_on_a_bounded_sample(tmp_path: Path) -> None:
     bundle = build(cfg, 0)
     assert bundle.info.extra["tokenizer"] == "bpe" and len(bundle.train) > 0
     assert int(bundle.train.x[:].max()) < bundle.info.num_outputs
+
+
+def test_plan_reports_the_data_side(folder: Path) -> None:
+    from ember.plan import plan
+
+    fp = plan("digits-cnn", ["data.name=image_folder", f"data.path={folder}", "data.image_size=[12,12]",
+                             "data.workers=2"])["data"]["footprint"]
+    assert fp["items"] == {"train": 50, "val": 11, "test": 11} and fp["streamed"] and fp["workers"] == 2
+    assert fp["disk_bytes"] == sum(f.stat().st_size for f in folder.rglob("*.jpg"))
+    assert fp["memory_bytes"] == 72 * 3 * 12 * 12 * 4 and fp["fits_in_memory"] in (True, None)
+    assert fp["decode_s_per_item"] > 0 and fp["decode_s_per_epoch"] > 0
+    digits = plan("digits-cnn")["data"]["footprint"]
+    assert not digits["streamed"] and digits["disk_bytes"] is None
