@@ -245,3 +245,17 @@ def test_plan_reports_the_data_side(folder: Path) -> None:
     assert fp["decode_s_per_item"] > 0 and fp["decode_s_per_epoch"] > 0
     digits = plan("digits-cnn")["data"]["footprint"]
     assert not digits["streamed"] and digits["disk_bytes"] is None
+
+
+def test_ranks_with_workers_hold_the_single_process_batch(folder: Path) -> None:
+    # Two ranks, each with its own worker, build between them exactly the one-process step.
+    ds = build(_cfg(folder, augment={"crop_scale": [0.5, 1.0], "hflip": True, "mixup": 0.3}), 1).train
+    single = BatchPlan(len(ds), 10, seed=2)
+    order = single.order(1)
+    whole = list(StepLoader(ds, single, workers=0).steps(order, 1, 0, 3))
+    ranks = [list(StepLoader(ds, BatchPlan(len(ds), 10, seed=2, world_size=2, rank=r), workers=1)
+                  .steps(order, 1, 0, 3)) for r in (0, 1)]
+    for step in range(3):
+        (x, y), = whole[step]
+        parts = [b for r in (0, 1) for b in ranks[r][step]]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
