@@ -13,8 +13,6 @@ import sysconfig
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import torch
-
 from ember.data.bundle import DataBundle, DataInfo
 from ember.data.corpus import TextCorpus
 from ember.data.text_config import StdlibTextConfig, TextFilesConfig
@@ -24,7 +22,7 @@ from ember.errors import DataError
 
 Tokenizer = CharTokenizer | BPETokenizer
 
-__all__ = ["stdlib_files", "assign_splits", "load_stdlib_text", "load_text_files", "lm_windows"]
+__all__ = ["stdlib_files", "assign_splits", "load_stdlib_text", "load_text_files"]
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
               "turtledemo", "ensurepip", "venv"}
@@ -96,17 +94,6 @@ def assign_splits(names: list[str], val_fraction: float, test_fraction: float,
             out["train"].remove(smallest)  # tiny corpora: never an empty held-out split
             out[split].append(smallest)
     return {k: sorted(v) for k, v in out.items()}
-
-
-def lm_windows(ids: list[int], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows of block_size+1 tokens -> inputs and next-token targets."""
-    t = torch.tensor(ids, dtype=torch.long)
-    n = (len(t) - 1) // block_size
-    if n <= 0:
-        return torch.zeros(0, block_size, dtype=torch.long), torch.zeros(0, block_size, dtype=torch.long)
-    x = t[: n * block_size].view(n, block_size)  # (N, T)
-    y = t[1 : n * block_size + 1].view(n, block_size)  # (N, T), shifted by one
-    return x, y
 
 
 def _lm_bundle(cfg: StdlibTextConfig | TextFilesConfig, corpus_sha: str, fit: Callable[[], Tokenizer],
