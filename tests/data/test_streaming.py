@@ -154,7 +154,7 @@ def _text_files(root: Path) -> list[Path]:
 
 
 def test_token_files_are_built_once_then_mapped(tmp_path: Path) -> None:
-    _text_files(tmp_path / "docs")
+    files = _text_files(tmp_path / "docs")
     cfg = TextFilesConfig(paths=[tmp_path / "docs"], block_size=16, token_cache=tmp_path / "cache")
     first = build(cfg, 0)
     folder = Path(first.info.extra["token_files"])
@@ -169,7 +169,7 @@ def test_token_files_are_built_once_then_mapped(tmp_path: Path) -> None:
     ids = torch.from_numpy(np.fromfile(folder / "train.bin", dtype=np.uint16).astype(np.int64))
     assert torch.equal(first.train.x[1], ids[16:32]) and torch.equal(first.train.y[1], ids[17:33])
     text = first.tokenizer.decode(first.train.x[0].tolist())
-    assert set(text.split()) <= {"alpha", "beta", "gamma", "délta", "ε", "zeta"} and len(text) == 16
+    assert len(text) == 16 and any(text in f.read_text(encoding="utf-8") for f in files)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "sidecar", "tokenizer", "corpus"])
