@@ -256,7 +256,7 @@ def _bytes(n: float) -> str:
 
 def _footprint_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
     """The data footprint as table rows: disk, memory, decode time, fit."""
-    rows = [("items (train / val / test)", " / ".join(f"{v:,}" for v in fp["items"].values()))]
+    rows = [(f"items ({' / '.join(fp['items'])})", " / ".join(f"{v:,}" for v in fp["items"].values()))]
     if fp["disk_bytes"] is not None:
         rows.append(("bytes on disk", _bytes(fp["disk_bytes"])))
     fits = {True: "fits", False: "does not fit", None: "unknown"}[fp["fits_in_memory"]]

@@ -21,6 +21,7 @@ from ember.data.lazy import ItemDataset
 __all__ = ["data_footprint", "available_memory"]
 
 _SAMPLE_ITEMS = 64
+_MAPPED = ("stdlib_text", "text_files")  # planned without building: always token files
 
 
 def available_memory() -> int | None:
@@ -82,7 +83,8 @@ def data_footprint(cfg: Any, info: DataInfo, train_size: int, bundle: DataBundle
     workers = int(getattr(cfg, "workers", 0))
     out: dict[str, Any] = {
         "items": items, "disk_bytes": _disk_bytes(cfg), "memory_bytes": memory,
-        "streamed": bundle is not None and isinstance(bundle.train, ItemDataset), "workers": workers,
+        "streamed": (isinstance(bundle.train, ItemDataset) if bundle is not None
+                     else getattr(cfg, "name", "") in _MAPPED), "workers": workers,
     }
     seconds = _decode_seconds(bundle) if bundle is not None else None
     if seconds is not None:
