@@ -67,6 +67,21 @@ class _StepDataset(Dataset):
             return f"{type(exc).__name__}:{exc}"
 
 
+class _StepKeys:
+    """The keys of steps `start` .. `stop - 1`, made as the loader asks for them (a list of
+    every step's indices up front would hold the whole epoch as Python ints)."""
+
+    def __init__(self, plan: _Plan, order: Tensor, epoch: int, start: int, stop: int) -> None:
+        self.plan, self.order, self.epoch, self.start, self.stop = plan, order, epoch, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, list[list[int]]]]:
+        for step in range(self.start, self.stop):
+            yield self.epoch, [idx.tolist() for idx in step_index_lists(self.plan, self.order, step)]
+
+
 def _one_thread(_worker_id: int) -> None:
     # N workers on a few cores: one intra-op thread each avoids oversubscription. The
     # ops a batch runs give the same values whatever the thread count.
@@ -102,10 +117,9 @@ class StepLoader:
                 yield [self.source.batch(idx, epoch, train=True)
                        for idx in step_index_lists(self.plan, order, step)]
             return
-        keys = [(epoch, [idx.tolist() for idx in step_index_lists(self.plan, order, step)])
-                for step in range(start, stop)]
-        if not keys:
+        if stop <= start:
             return
+        keys = _StepKeys(self.plan, order, epoch, start, stop)
         loader: DataLoader[Any] = DataLoader(
             _StepDataset(self.source), batch_size=None, sampler=keys, num_workers=self.workers,
             prefetch_factor=self.prefetch, pin_memory=self.pin_memory, worker_init_fn=_one_thread,
