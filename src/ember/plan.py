@@ -30,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ember import data as data_mod
 from ember import models
 from ember.config import ExperimentConfig, load
-from ember.data.bundle import DataInfo
+from ember.data.bundle import DataBundle, DataInfo
+from ember.data.footprint import data_footprint
 from ember.errors import ConfigError, DataError
 
 __all__ = ["plan", "print_plan", "META_THRESHOLD"]
@@ -41,19 +42,19 @@ _ACT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 TRAIN_FLOPS_NOTE = "training ~ 3x forward (backward ~ 2x forward)"
 
 
-def _data_info(cfg: ExperimentConfig) -> tuple[DataInfo, int, str | None]:
-    """The data description, the train-split size and a note when either is assumed."""
+def _data_info(cfg: ExperimentConfig) -> tuple[DataInfo, int, str | None, DataBundle | None]:
+    """The data description, the train-split size, a note when either is assumed, and the data."""
     estimate = data_mod.estimated_info(cfg.data)
     if estimate is not None:  # tokenizing a large corpus would take longer than the plan
-        return estimate[0], estimate[1], "corpus not tokenized for the plan; vocabulary and sizes estimated"
+        return estimate[0], estimate[1], "corpus not tokenized for the plan; vocabulary and sizes estimated", None
     try:
         bundle = data_mod.build(cfg.data, cfg.train.seed)
     except DataError as exc:
         static = data_mod.static_info(cfg.data)
         if static is None:
             raise
-        return static[0], static[1], f"data files absent; sizes assumed from the published dataset ({exc})"
-    return bundle.info, len(bundle.train), None
+        return static[0], static[1], f"data files absent; sizes assumed from the published dataset ({exc})", None
+    return bundle.info, len(bundle.train), None, bundle
 
 
 def _example(info: DataInfo, device: torch.device) -> torch.Tensor:
@@ -192,7 +193,7 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
     if nproc < 1:
         raise ConfigError(f"--nproc: got {nproc}; must be >= 1")
     strategy = resolve_strategy(cfg.train.strategy, DistEnv(world_size=nproc))
-    info, train_size, note = _data_info(cfg)
+    info, train_size, note, bundle = _data_info(cfg)
     model, device = _build(cfg, info)
     model.eval()  # dropout off: FLOPs and activation sizes do not depend on it
     params = sum(p.numel() for p in model.parameters())
@@ -216,7 +217,8 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
         flops["train_per_token"] = 3 * forward // tokens
     data: dict[str, Any] = {"name": cfg.data.name, "train_size": train_size,
                             "input_shape": list(info.input_shape), "task": info.task,
-                            "num_outputs": info.num_outputs}
+                            "num_outputs": info.num_outputs,
+                            "footprint": data_footprint(cfg.data, info, train_size, bundle)}
     if note:
         data["note"] = note
     return {
@@ -250,6 +252,20 @@ def _bytes(n: float) -> str:
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n:.0f} B"
+
+
+def _footprint_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
+    """The data footprint as table rows: disk, memory, decode time, fit."""
+    rows = [(f"items ({' / '.join(fp['items'])})", " / ".join(f"{v:,}" for v in fp["items"].values()))]
+    if fp["disk_bytes"] is not None:
+        rows.append(("bytes on disk", _bytes(fp["disk_bytes"])))
+    fits = {True: "fits", False: "does not fit", None: "unknown"}[fp["fits_in_memory"]]
+    rows.append(("decoded in memory", f"{_bytes(fp['memory_bytes'])} ({fits} in half the free memory)"))
+    if "decode_s_per_epoch" in fp:
+        rows.append((f"decode + augment / epoch ({fp['workers']} workers)",
+                     f"{fp['decode_s_per_epoch']:.2f} s ({fp['decode_s_per_item'] * 1e6:.0f} us / item)"))
+    rows.append(("read", "streamed from disk per batch" if fp["streamed"] else "held in memory"))
+    return rows
 
 
 def print_plan(result: dict[str, Any]) -> None:
@@ -290,6 +306,7 @@ def print_plan(result: dict[str, Any]) -> None:
             ("total steps", f"{b['total_steps']:,} ({b['epochs']} epochs)"),
         ],
     }
+    sections["data & model"][3:3] = _footprint_rows(d["footprint"])
     if "train_per_token" in f:
         sections["FLOPs"].insert(2, ("train / token", _count(f["train_per_token"])))
     console = Console()

@@ -23,10 +23,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return (run / "model.safetensors").read_bytes()
 
 
-def _kill_after_checkpoint(run: Path, delay: float) -> int:
+def _kill_after_checkpoint(run: Path, delay: float, *extra: str) -> int:
     """Start training, SIGKILL it `delay` s after its first checkpoint exists."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ember", "train", "digits-cnn", *RESUME_CFG, "--run-dir", str(run), "--quiet"],
+        [sys.executable, "-m", "ember", "train", "digits-cnn", *RESUME_CFG, *extra, "--run-dir", str(run),
+         "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
@@ -41,6 +42,16 @@ def _kill_after_checkpoint(run: Path, delay: float) -> int:
 def test_sigkill_then_resume_is_byte_identical(tmp_path: Path, reference: bytes, delay: float) -> None:
     run = tmp_path / "run"
     _kill_after_checkpoint(run, delay)
+    proc = run_cli("train", "--resume", run, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "model.safetensors").read_bytes() == reference
+
+
+def test_sigkill_with_worker_processes_then_resume(tmp_path: Path, reference: bytes) -> None:
+    # Batches built by two worker processes (the reference built them in-process): killed
+    # with its workers mid-epoch, resumed, the same bytes.
+    run = tmp_path / "run"
+    _kill_after_checkpoint(run, 0.05, "data.workers=2")
     proc = run_cli("train", "--resume", run, "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert (run / "model.safetensors").read_bytes() == reference

@@ -27,6 +27,7 @@ from ember.data.config import (
     TabularConfig,
     XorConfig,
 )
+from ember.data.table_config import TableConfig
 from ember.data.text_config import (
     AddingConfig,
     CopyConfig,
@@ -58,7 +59,8 @@ DataConfig = Annotated[
     | CsvSeriesConfig
     | AddingConfig
     | CopyConfig
-    | ObjectDataConfig,
+    | ObjectDataConfig
+    | TableConfig,
     Field(discriminator="name"),
 ]
 
@@ -72,7 +74,7 @@ SOURCES: dict[str, str] = {
     "mnist": "ember.data.idx:load_idx_images",
     "fashion_mnist": "ember.data.idx:load_idx_images",
     "cifar10": "ember.data.cifar:load_cifar10",
-    "image_folder": "ember.data.user:load_image_folder",
+    "image_folder": "ember.data.image_folder:load_image_folder",
     "csv": "ember.data.user:load_csv",
     "stdlib_text": "ember.data.text:load_stdlib_text",
     "text_files": "ember.data.text:load_text_files",
@@ -84,6 +86,8 @@ SOURCES: dict[str, str] = {
     "adding": "ember.data.series:load_adding",
     "copy": "ember.data.series:load_copy",
     "object": "ember.data.objects:refuse_rebuild",
+    "parquet": "ember.data.tables:load_table",
+    "jsonl": "ember.data.tables:load_table",
 }
 
 # What `ember plan` assumes for sources whose files may be absent: (info, train size).

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ember.data.lazy import ItemDataset
 from ember.errors import DataError
 
 __all__ = ["DataInfo", "ArrayDataset", "DataBundle", "Augment"]
@@ -81,17 +82,21 @@ class ArrayDataset:
         return ArrayDataset(self.x[indices], self.y[indices], self.augment)
 
 
+# A split: tensors in memory, or a lazy dataset reading items from disk (same methods).
+Split = ArrayDataset | ItemDataset
+
+
 @dataclass
 class DataBundle:
     """Train, validation and test splits plus the `DataInfo` describing them."""
 
-    train: ArrayDataset
-    val: ArrayDataset
-    test: ArrayDataset
+    train: Split
+    val: Split
+    test: Split
     info: DataInfo
     tokenizer: Any = None  # text sources: saved into the run as tokenizer.json
 
-    def split(self, name: str) -> ArrayDataset:
+    def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
             raise DataError(f"unknown split '{name}'; valid: train, val, test")
         return getattr(self, name)

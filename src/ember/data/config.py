@@ -20,6 +20,7 @@ __all__ = [
     "ImageFolderConfig",
     "CsvConfig",
     "ObjectDataConfig",
+    "ImageAugmentConfig",
 ]
 
 
@@ -40,6 +41,9 @@ class BaseDataConfig(Section):
     shuffle: bool = True
     drop_last: bool = False
     limit: int | None = Field(None, ge=1, description="keep at most this many training samples")
+    workers: int = Field(0, ge=0, le=64, description="worker processes that build training batches "
+                         "(0: in the training process); the weights are the same for any value")
+    prefetch: int = Field(2, ge=1, le=64, description="optimizer steps each worker prepares ahead")
 
     @model_validator(mode="after")
     def _fractions(self) -> BaseDataConfig:
@@ -95,14 +99,46 @@ class Cifar10Config(BaseDataConfig):
     augment: AugmentConfig = AugmentConfig(shift=4, hflip=True)
 
 
+class ImageAugmentConfig(AugmentConfig):
+    """Augmentation for the user's images; every draw comes from (seed, epoch, sample index).
+
+    Order: random-resized crop, flips, rotation, colour jitter (on pixels in [0, 1]), then
+    normalisation, shift, and mixup/cutmix across samples.
+    """
+
+    vflip: bool = False
+    rotate: float = Field(0.0, ge=0, le=180, description="max rotation in degrees, either way")
+    crop_scale: tuple[float, float] | None = Field(
+        None, description="random-resized crop: share of the image's area kept, e.g. [0.5, 1.0]")
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="crop aspect ratio range")
+    brightness: float = Field(0.0, ge=0, lt=1, description="factor drawn in [-b, +b] (added)")
+    contrast: float = Field(0.0, ge=0, lt=1, description="factor drawn in [1-c, 1+c]")
+    saturation: float = Field(0.0, ge=0, lt=1, description="factor drawn in [1-s, 1+s]")
+    hue: float = Field(0.0, ge=0, le=0.5, description="hue shift in turns, drawn in [-h, +h]")
+    mixup: float = Field(0.0, ge=0, description="mixup Beta(a, a) parameter (0: off)")
+    cutmix: float = Field(0.0, ge=0, description="cutmix Beta(a, a) parameter (0: off)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ImageAugmentConfig:
+        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must be 0 < low <= high, got {list(self.crop_ratio)}")
+        return self
+
+
 class ImageFolderConfig(BaseDataConfig):
-    """The user's images: one sub-folder per class under `path`, PNG or JPEG."""
+    """The user's images: one sub-folder per class under `path`, read lazily, one at a time."""
 
     name: Literal["image_folder"] = "image_folder"
     path: Path
     image_size: tuple[int, int] = (32, 32)
     grayscale: bool = False
-    augment: AugmentConfig = AugmentConfig()
+    augment: ImageAugmentConfig = ImageAugmentConfig()
+    normalize: Literal["train", "none"] = Field(
+        "train", description="'train': per-channel mean/std of the training split (up to "
+        "stats_images of it, evenly spaced); 'none': pixels in [0, 1]")
+    stats_images: int = Field(10_000, ge=1, description="images read to compute the mean/std")
 
 
 class CsvConfig(BaseDataConfig):
@@ -113,3 +149,7 @@ class CsvConfig(BaseDataConfig):
     label_column: str = "label"
     feature_columns: list[str] | None = None
     task: Literal["auto", "classification", "regression"] = "auto"
+    stream: bool = Field(False, description="read in blocks into a memory-mapped cache instead of "
+                         "into memory (for tables larger than memory)")
+    cache: Path | None = Field(None, description="with stream: the cache folder "
+                               "(default ~/.cache/ember/tables)")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
+from ember.data.tables import load_table
 from ember.data.text import assign_splits, stdlib_files
 from ember.data.text_config import StdlibModulesConfig, TextCsvConfig
 from ember.data.tokenizer import fit_tokenizer
@@ -143,6 +144,8 @@ def load_text_csv(cfg: TextCsvConfig, seed: int) -> DataBundle:
     """The user's CSV with a text column and a label column; stratified split from the seed."""
     from ember.data.splits import split_indices
 
+    if cfg.stream:
+        return load_table(cfg, seed)
     if not cfg.path.is_file():
         raise DataError(f"CSV file '{cfg.path}' does not exist")
     with open(cfg.path, newline="", encoding="utf-8-sig") as f:

@@ -10,16 +10,19 @@ import functools
 import hashlib
 import os
 import sysconfig
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import torch
-
-from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
+from ember.data.bundle import DataBundle, DataInfo
+from ember.data.corpus import TextCorpus
 from ember.data.text_config import StdlibTextConfig, TextFilesConfig
-from ember.data.tokenizer import fit_tokenizer
+from ember.data.token_files import SPLITS, TokenWindows, build_token_files, default_cache
+from ember.data.tokenizer import BPETokenizer, CharTokenizer, fit_tokenizer
 from ember.errors import DataError
 
-__all__ = ["stdlib_files", "assign_splits", "load_stdlib_text", "load_text_files", "lm_windows"]
+Tokenizer = CharTokenizer | BPETokenizer
+
+__all__ = ["stdlib_files", "assign_splits", "load_stdlib_text", "load_text_files"]
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
               "turtledemo", "ensurepip", "venv"}
@@ -93,42 +96,43 @@ def assign_splits(names: list[str], val_fraction: float, test_fraction: float,
     return {k: sorted(v) for k, v in out.items()}
 
 
-def lm_windows(ids: list[int], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows of block_size+1 tokens -> inputs and next-token targets."""
-    t = torch.tensor(ids, dtype=torch.long)
-    n = (len(t) - 1) // block_size
-    if n <= 0:
-        return torch.zeros(0, block_size, dtype=torch.long), torch.zeros(0, block_size, dtype=torch.long)
-    x = t[: n * block_size].view(n, block_size)  # (N, T)
-    y = t[1 : n * block_size + 1].view(n, block_size)  # (N, T), shifted by one
-    return x, y
-
-
-def _lm_bundle(texts: dict[str, str], cfg: StdlibTextConfig | TextFilesConfig, extra: dict) -> DataBundle:
-    tok = fit_tokenizer(cfg.tokenizer, texts["train"], cfg.bpe_vocab_size)
-    splits = {}
-    train_tokens = 0
-    for name, text in texts.items():
-        ids = tok.encode(text)
-        if name == "train":
-            train_tokens = len(ids)
-        splits[name] = lm_windows(ids, cfg.block_size)
+def _lm_bundle(cfg: StdlibTextConfig | TextFilesConfig, corpus_sha: str, fit: Callable[[], Tokenizer],
+               pieces: Callable[[str], Iterable[str]], extra: dict) -> DataBundle:
+    """Token files for the corpus (mapped from the cache, or built once), cut into windows."""
+    settings = {"tokenizer": cfg.tokenizer, "vocab": cfg.bpe_vocab_size if cfg.tokenizer == "bpe" else 0,
+                "sample": cfg.bpe_sample_chars if cfg.tokenizer == "bpe" else 0}
+    tok, files, facts = build_token_files(cfg.token_cache or default_cache(), corpus_sha, settings, fit, pieces)
+    splits = {s: TokenWindows(files[s], cfg.block_size, cfg.limit if s == "train" else None) for s in SPLITS}
+    chars = facts["chars"]
     for name, fraction in (("train", 1.0), ("val", cfg.val_fraction), ("test", cfg.test_fraction)):
-        if fraction > 0 and len(splits[name][0]) == 0:
-            raise DataError(f"the {name} text ({len(texts[name])} chars) is too short for "
+        if fraction > 0 and len(splits[name]) == 0:
+            raise DataError(f"the {name} text ({chars[name]} chars) is too short for "
                             f"data.block_size={cfg.block_size}; raise data.max_chars or lower the block size")
-    x, y = splits["train"]
-    if cfg.limit is not None:
-        x, y = x[: cfg.limit], y[: cfg.limit]
-    corpus = hashlib.sha256("\x00".join(texts[s] for s in ("train", "val", "test")).encode()).hexdigest()
     info = DataInfo(
         task="lm", input_kind="tokens", input_shape=(cfg.block_size,), num_outputs=tok.vocab_size,
-        extra={**extra, "vocab_size": tok.vocab_size, "tokenizer": tok.kind, "corpus_sha256": corpus,
-               "chars": {k: len(v) for k, v in texts.items()},
-               "chars_per_token": len(texts["train"]) / max(train_tokens, 1)},
+        extra={**extra, "vocab_size": tok.vocab_size, "tokenizer": tok.kind, "corpus_sha256": corpus_sha,
+               "chars": chars, "tokens": {s: f.count for s, f in files.items()},
+               "token_files": str(files["train"].path.parent),
+               "chars_per_token": chars["train"] / max(files["train"].count, 1)},
     )
-    return DataBundle(ArrayDataset(x, y), ArrayDataset(*splits["val"]), ArrayDataset(*splits["test"]), info,
-                      tokenizer=tok)
+    return DataBundle(splits["train"], splits["val"], splits["test"], info, tokenizer=tok)
+
+
+def _in_memory(cfg: StdlibTextConfig, texts: dict[str, str], extra: dict) -> DataBundle:
+    corpus = hashlib.sha256("\x00".join(texts[s] for s in ("train", "val", "test")).encode()).hexdigest()
+    train = texts["train"]
+
+    def fit() -> Tokenizer:
+        sample = train if len(train) <= cfg.bpe_sample_chars else _even_sample(train, cfg.bpe_sample_chars)
+        return fit_tokenizer(cfg.tokenizer, train if cfg.tokenizer == "char" else sample, cfg.bpe_vocab_size)
+
+    return _lm_bundle(cfg, corpus, fit, lambda split: [texts[split]] if texts[split] else [], extra)
+
+
+def _even_sample(text: str, max_chars: int, pieces: int = 64) -> str:
+    """`max_chars` of `text` in `pieces` runs spread evenly over it."""
+    step, run = len(text) / pieces, max_chars // pieces
+    return "".join(text[int(i * step): int(i * step) + run] for i in range(pieces))
 
 
 def load_stdlib_text(cfg: StdlibTextConfig, seed: int) -> DataBundle:
@@ -152,7 +156,7 @@ def load_stdlib_text(cfg: StdlibTextConfig, seed: int) -> DataBundle:
     texts = {s: "\n\n".join(chosen[n] for n in names) for s, names in parts.items()}
     extra = {"source": "python stdlib sources", "python": sysconfig.get_python_version(),
              "files": {s: len(n) for s, n in parts.items()}, "split_files": parts}
-    return _lm_bundle(texts, cfg, extra)
+    return _in_memory(cfg, texts, extra)
 
 
 def load_text_files(cfg: TextFilesConfig, seed: int) -> DataBundle:
@@ -173,22 +177,22 @@ def load_text_files(cfg: TextFilesConfig, seed: int) -> DataBundle:
     if not files:
         raise DataError(f"data.paths: no text files ({', '.join(TEXT_SUFFIXES)}) found in "
                         f"{', '.join(str(p) for p in cfg.paths)}")
-    contents = {}
-    for f in files:
-        try:
-            contents[str(f)] = f.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise DataError(f"data.paths: cannot read '{f}': {e.strerror or e}") from None
     extra: dict = {"source": "text files", "files": len(files)}
     if len(files) >= 3:
-        parts = assign_splits(sorted(contents), cfg.val_fraction, cfg.test_fraction,
-                              sizes={n: len(t) for n, t in contents.items()})
-        texts = {s: "\n\n".join(contents[n] for n in names) for s, names in parts.items()}
+        parts = assign_splits(sorted(str(f) for f in files), cfg.val_fraction, cfg.test_fraction,
+                              sizes={str(f): f.stat().st_size for f in files})
+        corpus = TextCorpus.by_files(parts)
         extra.update(split_by="file", split_files=parts)
     else:  # too few files to split by file: split the text by position instead
-        text = "\n\n".join(contents.values())
-        a = int(len(text) * (1 - cfg.val_fraction - cfg.test_fraction))
-        b = int(len(text) * (1 - cfg.test_fraction))
-        texts = {"train": text[:a], "val": text[a:b], "test": text[b:]}
+        corpus = TextCorpus.by_position(files, cfg.val_fraction, cfg.test_fraction)
         extra.update(split_by="position")
-    return _lm_bundle(texts, cfg, extra)
+
+    def fit() -> Tokenizer:
+        if cfg.tokenizer == "char":
+            alphabet: set[str] = set()
+            for piece in corpus.pieces("train"):
+                alphabet.update(piece)
+            return CharTokenizer(sorted(alphabet))
+        return fit_tokenizer("bpe", corpus.sample("train", cfg.bpe_sample_chars), cfg.bpe_vocab_size)
+
+    return _lm_bundle(cfg, corpus.sha256(), fit, corpus.pieces, extra)

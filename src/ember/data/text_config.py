@@ -18,7 +18,14 @@ class _TokensMixin(BaseDataConfig):
     bpe_vocab_size: int = Field(2048, ge=260, le=65536)
 
 
-class StdlibTextConfig(_TokensMixin):
+class _CorpusMixin(_TokensMixin):
+    token_cache: Path | None = Field(None, description="folder of the memory-mapped token files "
+                                     "(default ~/.cache/ember/tokens)")
+    bpe_sample_chars: int = Field(20_000_000, ge=10_000, description="characters of the training "
+                                  "text the BPE tokenizer is fitted on (spread evenly over it)")
+
+
+class StdlibTextConfig(_CorpusMixin):
     """Language modelling on this Python's own standard-library sources (no download)."""
 
     name: Literal["stdlib_text"] = "stdlib_text"
@@ -28,8 +35,8 @@ class StdlibTextConfig(_TokensMixin):
     test_fraction: float = Field(0.05, ge=0, lt=1)
 
 
-class TextFilesConfig(_TokensMixin):
-    """Language modelling on your own text files or folders (.txt, .md, .py)."""
+class TextFilesConfig(_CorpusMixin):
+    """Language modelling on your own text files or folders (.txt, .md, .py), streamed from disk."""
 
     name: Literal["text_files"] = "text_files"
     paths: list[Path]
@@ -62,6 +69,10 @@ class TextCsvConfig(_TokensMixin):
     text_column: str = "text"
     label_column: str = "label"
     max_len: int = Field(256, ge=8)
+    stream: bool = Field(False, description="read in blocks into a memory-mapped cache instead of "
+                         "into memory (for tables larger than memory)")
+    cache: Path | None = Field(None, description="with stream: the cache folder "
+                               "(default ~/.cache/ember/tables)")
 
 
 class SeriesConfig(BaseDataConfig):

@@ -1,4 +1,4 @@
-"""The user's own data: a folder of images (one sub-folder per class) or a CSV table."""
+"""The user's own table: a CSV file read into memory (see `image_folder.py` for images)."""
 
 from __future__ import annotations
 
@@ -9,57 +9,12 @@ import numpy as np
 import torch
 
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
-from ember.data.config import CsvConfig, ImageFolderConfig
-from ember.data.images import IMAGE_SUFFIXES, channel_stats, make_augment, normalize
+from ember.data.config import CsvConfig
 from ember.data.splits import limit, split_indices
+from ember.data.tables import load_table
 from ember.errors import DataError, did_you_mean
 
-__all__ = ["load_image_folder", "load_csv", "read_csv_rows"]
-
-
-def _read_folder_image(path: Path, size: tuple[int, int], grayscale: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if grayscale else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image '{path}': {exc}") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
-
-
-def load_image_folder(cfg: ImageFolderConfig, seed: int) -> DataBundle:
-    """Images under `path/<class>/`, resized to `image_size`, stratified split from the seed."""
-    root = cfg.path
-    if not root.is_dir():
-        raise DataError(f"data.path: image folder '{root}' does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"data.path: '{root}' needs at least 2 class sub-folders, found {len(classes)}")
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        for f in files:
-            images.append(_read_folder_image(f, cfg.image_size, cfg.grayscale))
-            labels.append(label)
-    if not images:
-        raise DataError(f"data.path: no images ({', '.join(IMAGE_SUFFIXES)}) under '{root}'")
-    x = torch.from_numpy(np.stack(images))
-    y_np = np.asarray(labels, dtype=np.int64)
-    y = torch.from_numpy(y_np)
-    stratify = y_np if np.bincount(y_np).min() >= 3 else None
-    tr, va, te = split_indices(len(x), cfg, seed, labels=stratify)
-    tr = limit(tr, cfg)
-    mean, std = channel_stats(x[tr])
-    x = normalize(x, mean, std)
-    info = DataInfo(
-        task="classification", input_kind="image", input_shape=tuple(x.shape[1:]), num_outputs=len(classes),
-        class_names=tuple(classes), mean=mean, std=std,
-        extra={"source": f"image folder {root}", "images": len(x)},
-    )
-    return DataBundle(ArrayDataset(x[tr], y[tr], make_augment(cfg.augment, seed)),
-                      ArrayDataset(x[va], y[va]), ArrayDataset(x[te], y[te]), info)
+__all__ = ["load_csv", "read_csv_rows"]
 
 
 def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -94,6 +49,8 @@ def _floats(rows: list[list[str]], cols: list[int], header: list[str], path: Pat
 
 def load_csv(cfg: CsvConfig, seed: int) -> DataBundle:
     """Numeric feature columns + a label column; classification or regression (auto-detected)."""
+    if cfg.stream:
+        return load_table(cfg, seed)
     header, rows = _read_table(cfg.path)
     label_col = _column(header, cfg.label_column, cfg.path, "label")
     names = cfg.feature_columns or [h for i, h in enumerate(header) if i != label_col]

@@ -28,6 +28,7 @@ from torch import nn
 
 from ember.config import ExperimentConfig
 from ember.data.bundle import DataBundle
+from ember.data.loader import StepLoader
 from ember.errors import ConfigError, NonFiniteLossError
 from ember.runs import Run
 from ember.tasks import Task
@@ -91,6 +92,7 @@ class _Loop:
     reporter: Reporter
     callbacks: CallbackList
     plan: BatchPlan
+    loader: StepLoader
     total_steps: int
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
@@ -156,15 +158,19 @@ def fit(
     try:
         while state.epoch < tc.epochs and state.step < loop.total_steps and not state.stopped_early and not stop:
             order = loop.plan.order(state.epoch)
+            # This rank's micro-batches of each remaining step, built here or by workers.
+            feed = loop.loader.steps(order, state.epoch, state.pos,
+                                     min(steps_per_epoch, state.pos + loop.total_steps - state.step))
             t_epoch = time.perf_counter()
             while state.pos < steps_per_epoch and state.step < loop.total_steps and not stop:
-                _train_step(loop, state, order)
+                _train_step(loop, state, order, next(feed))
                 _log_point(loop, state, t_epoch)
                 stop = loop.callbacks.fire("on_step_end", lambda: loop.fit_state(state))
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                     state.train_time_s += time.perf_counter() - t_epoch
                     t_epoch = time.perf_counter()
                     stop = _checkpoint(loop, state) or stop
+            feed.close()  # stopped mid-epoch: the workers go now
             state.train_time_s += time.perf_counter() - t_epoch
             stop = _end_of_epoch(loop, state, steps_per_epoch, on_validate, stopping=stop) or stop
     finally:
@@ -200,6 +206,7 @@ def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig
     return _Loop(
         model=model, data=data, task=task, cfg=cfg, run=run, device=device, env=env,
         reporter=reporter or Reporter(enabled=False), callbacks=CallbackList(callbacks), plan=plan,
+        loader=StepLoader(data.train, plan, cfg.data.workers, cfg.data.prefetch, pin_memory=device.type == "cuda"),
         total_steps=total_steps, optimizer=build_optimizer(model, cfg.optim),
         scaler=torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None,
         forward=torch.compile(model) if tc.compile else model, loss_fn=loss_fn, sharded=strategy == "fsdp",
@@ -229,21 +236,20 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
     return state
 
 
-def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor) -> None:
-    """One optimizer step over this rank's share of the step's global batch."""
+def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor,
+                batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """One optimizer step over this rank's micro-batches of the step's global batch."""
     tc, env, model, optimizer, scaler = loop.cfg.train, loop.env, loop.model, loop.optimizer, loop.scaler
     loop.lr = lr_at(state.step, loop.total_steps, loop.cfg.optim.lr, loop.cfg.schedule)
     for group in optimizer.param_groups:
         group["lr"] = loop.lr
     world = env.world_size
     step_indices = loop.plan.global_indices(order, state.pos)
-    indices = loop.plan.micro_batches(order, state.pos)
     # A rank left without samples (a short last step) still joins the gradient exchange, with
-    # a zero-weighted pass over the step's first sample.
-    idle = not indices
-    batches = [loop.data.train.batch(idx, state.epoch, train=True) for idx in (indices or [step_indices[:1]])]
-    # The loss is a mean over the global batch's items. Targets are never augmented, so every
-    # rank counts them itself from the step's indices: no collective.
+    # a zero-weighted pass over the step's first sample (the loader gave it that one).
+    idle = world > 1 and not loop.plan.micro_batches(order, state.pos)
+    # The loss is a mean over the global batch's items. Each rank counts them itself from the
+    # step's indices (mixup blends targets but keeps one per sample): no collective.
     count = (sum(loop.task.count(y) for _, y in batches) if world == 1
              else loop.task.count(loop.data.train.y[step_indices]))
     step_loss = None
