@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from ember import __version__
 from ember.compress.cli import add_compress_parser
-from ember.errors import ConfigError, EmberError
+from ember.errors import ConfigError, EmberError, did_you_mean
 from ember.textbook.parser import add_parser as add_textbook_parser
 
 __all__ = ["main", "build_parser"]
@@ -34,8 +34,9 @@ class _Parser(argparse.ArgumentParser):
         # "argument --split: invalid choice: 'dev' (choose from 'train', 'val', 'test')" in Ember's words
         choice = re.match(r"argument (\S+): invalid choice: (.*) \(choose from (.*)\)$", message)
         if choice:
-            valid = ", ".join(v.strip(" '") for v in choice.group(3).split(","))
-            message = f"{choice.group(1)}: got {choice.group(2)}; valid: {valid}"
+            got = choice.group(2).strip("'")
+            valid = [v.strip(" '") for v in choice.group(3).split(",")]
+            message = f"{choice.group(1)}: got '{got}'; {did_you_mean(got, valid)}"
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from ember.errors import ConfigError
 from ember.loading import load_run, load_tokenizer
 from ember.models.sampling import generate_text
 
@@ -19,5 +20,7 @@ def generate(run_dir: str | Path, prompt: str, max_new_tokens: int = 200, temper
     Stops after `max_new_tokens` or when any of `stop` appears (the stop string excluded).
     """
     loaded = load_run(run_dir)
+    if loaded.info.task != "lm":
+        raise ConfigError(f"generate needs a language-model run; '{loaded.run.path}' is a {loaded.info.task} run")
     yield from generate_text(loaded.model, load_tokenizer(loaded.run.path), loaded.info, prompt, max_new_tokens,
                              temperature, top_k, top_p, seed, stop)

@@ -95,7 +95,7 @@ def _assert_user_error(proc, *needles: str) -> None:  # noqa: ANN001
         (["evaluate", "/no/such/run"], ["does not exist"]),
         (["evaluate", "."], ["not a run directory"]),
         (["train", "--resume", "/no/such/run"], ["does not exist"]),
-        (["frobnicate"], ["got 'frobnicate'; valid: train, evaluate"]),
+        (["frobnicate"], ["got 'frobnicate'; valid: compress, evaluate"]),
     ],
 )
 def test_user_errors_exit_2_in_one_line(args: list[str], needles: list[str], tmp_path: Path) -> None:
