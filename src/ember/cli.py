@@ -259,14 +259,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from ember.cli_tables import print_runs
-    from ember.runs import list_runs
+    from ember.cli_tables import print_runs, print_studies
+    from ember.runs import list_runs, list_studies
 
-    runs = list_runs(args.dir)
-    if not runs:
+    runs, studies = list_runs(args.dir), list_studies(args.dir)
+    if not runs and not studies:
         print(f"no runs under '{args.dir}'")
-    else:
+    if runs:
         print_runs(runs)
+    print_studies(studies)  # each study's trials grouped under it
     return 0
 
 

@@ -124,12 +124,13 @@ def _plots(study: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _html(record: dict[str, Any], best_yaml: str | None, plots: list[tuple[str, str]]) -> str:
+def _html(folder: Study, record: dict[str, Any], best_yaml: str | None, plots: list[tuple[str, str]]) -> str:
     keys = list(record["space"])
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["trial", "state", record["metric"], "epochs", "s", *keys])
     body = []
     for r in record["trials"]:
-        link = f'<a href="{html.escape(r["run"])}/report.html">{r["number"]}</a>'
+        target = r["run"] + ("/report.html" if (folder.path / r["run"] / "report.html").is_file() else "/")
+        link = f'<a href="{html.escape(target)}">{r["number"]}</a>'
         cells = [link, f'<span class="{r["state"]}">{r["state"]}</span>', _cell(r["value"]), _cell(r["epochs"]),
                  _cell(r["seconds"]), *(_cell(format_value(r["params"][k]) if k in r["params"] else None)
                                          for k in keys)]
@@ -157,5 +158,5 @@ def write_study_report(folder: Study, study: Any, space: Space) -> dict[str, Any
     if best_yaml is not None:
         atomic_write_text(folder.best, best_yaml)
     atomic_write_text(folder.record, json.dumps(record, indent=2, default=str))
-    atomic_write_text(folder.report, _html(record, best_yaml, _plots(study, record)))
+    atomic_write_text(folder.report, _html(folder, record, best_yaml, _plots(study, record)))
     return record

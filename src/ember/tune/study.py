@@ -140,6 +140,23 @@ def open_storage(study: Study, url: str | None) -> Any:
                           "sqlite:///study.db") from None
 
 
+def _grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any:
+    """Optuna's grid sampler, less its `study.stop()` when the grid is done (see `Grid`)."""
+    from optuna.samplers import GridSampler
+
+    class Grid(GridSampler):
+        """Optuna's grid sampler without its `study.stop()` at the end of the grid.
+
+        `Study.stop` works only inside `Study.optimize`; the workers ask and tell, and the
+        study's budget (at most the grid's size) ends them instead.
+        """
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return Grid(search_space, seed=seed)
+
+
 def make_sampler(name: str, space: Space, seed: int) -> Any:
     import optuna
 
@@ -148,7 +165,7 @@ def make_sampler(name: str, space: Space, seed: int) -> Any:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return _grid_sampler(space.grid(), seed)
     try:
         import cmaes  # noqa: F401 - Optuna's CmaEsSampler needs it
     except ImportError:
@@ -156,11 +173,12 @@ def make_sampler(name: str, space: Space, seed: int) -> Any:
     return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
-def make_pruner(name: str, epochs: int) -> Any:
+def make_pruner(name: str, epochs: int, trials: int) -> Any:
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        # Optuna's 5 unpruned trials first, fewer in a small study (4 trials: 1), or it never prunes.
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, trials // 4)), n_warmup_steps=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -262,7 +280,7 @@ def run_worker(folder: Study, opts: WorkerOptions, index: int) -> int:
     seed = (opts.seed * 1_000_003 + index * 7_919 + existing) % (2**31)
     study = optuna.load_study(study_name=opts.study_name, storage=storage,
                               sampler=make_sampler(opts.sampler, space, seed),
-                              pruner=make_pruner(opts.pruner, opts.epochs))
+                              pruner=make_pruner(opts.pruner, opts.epochs, opts.trials))
     ran = 0
     with file_lock(folder.lock("workers"), shared=True):
         while True:
@@ -285,7 +303,7 @@ def run_worker(folder: Study, opts: WorkerOptions, index: int) -> int:
                     trial.set_user_attr("ember_error_type", outcome.error_type)
                 study.tell(trial, state=TrialState.FAIL)
             elif outcome.state == "pruned":
-                study.tell(trial, outcome.value, state=TrialState.PRUNED)
+                study.tell(trial, state=TrialState.PRUNED)  # Optuna keeps its last reported value
             else:
                 study.tell(trial, outcome.value)
             if not opts.quiet:
