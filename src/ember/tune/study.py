@@ -396,8 +396,11 @@ def _check_options(trials: int, workers: int, pruner: str, sampler: str) -> None
 
 def _spawn(folder: Study, opts: WorkerOptions, workers: int) -> None:
     """Run `workers` child processes; stop them all at the first user error or bug."""
+    # The children import this same Ember, wherever it was found (an install, src/ on sys.path).
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     procs = [subprocess.Popen([sys.executable, "-m", "ember.tune.worker", str(folder.path), str(i),
-                               json.dumps(asdict(opts))]) for i in range(workers)]
+                               json.dumps(asdict(opts))], env=env) for i in range(workers)]
     failed: int | None = None
     try:
         while any(p.poll() is None for p in procs):
