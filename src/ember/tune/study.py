@@ -1,4 +1,4 @@
-"""The study: its folder and storage, the workers that run trials, and resuming after a kill.
+"""The study: checked settings, one creation, workers, and resuming after a kill.
 
 `tune()` checks everything (recipe, space, metric, options) before any trial runs, creates
 the study once (several processes creating one SQLite study at once is a known Optuna
@@ -11,36 +11,36 @@ however many workers ask at once and however often the study was interrupted.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ember import errors
-from ember.config import ExperimentConfig, from_dict, load, to_yaml
-from ember.errors import ConfigError, EmberError, RunError
-from ember.runs import Run, Study, atomic_write_text
-from ember.tune.space import Space, check_space, load_space, parse_space
+from ember.config import ExperimentConfig, load, to_yaml
+from ember.errors import ConfigError
+from ember.runs import Study, atomic_write_text
+from ember.tune.runner import PRUNERS, SAMPLERS, WorkerOptions, run_worker
+from ember.tune.space import Space, check_space, load_space
+from ember.tune.storage import (
+    file_lock,
+    open_storage,
+    raise_user_error,
+    recover_interrupted,
+    session_error,
+)
 
-__all__ = ["tune", "StudyResult", "WorkerOptions", "run_worker", "PRUNERS", "SAMPLERS", "parse_duration"]
+__all__ = ["tune", "StudyResult", "parse_duration"]
 
-PRUNERS = ("median", "hyperband", "none")
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
 # Metrics where lower is better; any other metric needs --direction unless it is the task's primary.
 _LOWER_IS_BETTER = {"loss", "rmse", "mae", "mse", "perplexity", "bits_per_char", "bpc"}
 _HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "r2"}
-# User attributes the study keeps on trials.
-INTERRUPTED, USER_ERROR, SESSION = "ember_interrupted", "ember_user_error", "ember_session"
 
 
 @dataclass(frozen=True)
@@ -53,25 +53,6 @@ class StudyResult:
     best_params: dict[str, Any]
     best_config: Path | None
     counts: dict[str, int]
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What each worker needs besides the study folder (sent to child processes as JSON)."""
-
-    study_name: str
-    storage: str | None
-    trials: int
-    deadline: float | None
-    metric: str
-    direction: str
-    pruner: str
-    sampler: str
-    seed: int
-    epochs: int
-    threads: int | None
-    session: str
-    quiet: bool = False
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -93,238 +74,6 @@ def parse_duration(text: str | float | int | None) -> float | None:
         raise ConfigError(f"--timeout: got {text!r}; must be > 0")
     return seconds
 
-
-# ---------------------------------------------------------------- locks and storage
-
-@contextmanager
-def file_lock(path: Path, shared: bool = False, wait_s: float | None = None,
-              busy: str = "") -> Iterator[None]:
-    """An advisory lock on `path` (flock) held for the block; released if the process dies.
-
-    `wait_s`: give up after this long with `RunError(busy)` (None: wait as long as it takes).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        if wait_s is None:
-            fcntl.flock(fd, mode)
-        else:
-            end = time.monotonic() + wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= end:
-                        raise RunError(busy) from None
-                    time.sleep(0.1)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def open_storage(study: Study, url: str | None) -> Any:
-    """The study's Optuna storage: a journal file in the study folder, or a SQLAlchemy URL."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    if url is None:
-        study.path.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(study.journal)))
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # SQLAlchemy raises many kinds (bad dialect, missing driver, bad path)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--storage: cannot open {url!r} ({first}); give a SQLAlchemy URL such as "
-                          "sqlite:///study.db") from None
-
-
-def _grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any:
-    """Optuna's grid sampler, less its `study.stop()` when the grid is done (see `Grid`)."""
-    from optuna.samplers import GridSampler
-
-    class Grid(GridSampler):
-        """Optuna's grid sampler without its `study.stop()` at the end of the grid.
-
-        `Study.stop` works only inside `Study.optimize`; the workers ask and tell, and the
-        study's budget (at most the grid's size) ends them instead.
-        """
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            return None
-
-    return Grid(search_space, seed=seed)
-
-
-def make_sampler(name: str, space: Space, seed: int) -> Any:
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)  # constant liar: parallel workers spread out
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return _grid_sampler(space.grid(), seed)
-    try:
-        import cmaes  # noqa: F401 - Optuna's CmaEsSampler needs it
-    except ImportError:
-        raise ConfigError("--sampler cmaes needs the 'cmaes' package: pip install 'ember[tune]'") from None
-    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-
-
-def make_pruner(name: str, epochs: int, trials: int) -> Any:
-    import optuna
-
-    if name == "median":
-        # Optuna's 5 unpruned trials first, fewer in a small study (4 trials: 1), or it never prunes.
-        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, trials // 4)), n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
-# ---------------------------------------------------------------- trial bookkeeping
-
-def _counted(trial: Any) -> bool:
-    """Does this trial use up one of the `trials` budget?
-
-    Finished, pruned and running ones do; so does a trial that failed on its own (diverged).
-    One failed by an interruption or a user error does not: it is run again.
-    """
-    from optuna.trial import TrialState
-
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-        return True
-    return trial.state == TrialState.FAIL and not (trial.user_attrs.get(INTERRUPTED)
-                                                    or trial.user_attrs.get(USER_ERROR))
-
-
-def recover_interrupted(study: Any, folder: Study) -> list[int]:
-    """Trials left RUNNING by a killed invocation: mark them failed and queue their params again.
-
-    Call only while no worker of this study is alive (the workers lock held exclusively).
-    Returns the numbers of the trials recovered.
-    """
-    from optuna.trial import TrialState
-
-    storage = study._storage  # Optuna has no public call to fail another process's trial
-    done = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        # The same params again; queued trials are asked for before any new sample.
-        study.enqueue_trial(dict(trial.params), user_attrs={"ember_rerun_of": trial.number})
-        record = Run(folder.trial_dir(trial.number)).trial
-        if record.is_file():
-            data = json.loads(record.read_text())
-            data.update(state="fail", error="interrupted; its params were queued again", interrupted=True)
-            atomic_write_text(record, json.dumps(data, indent=2))
-        done.append(trial.number)
-    return done
-
-
-def _session_error(study: Any, session: str) -> Any | None:
-    """The first trial of this invocation that failed with a user error."""
-    from optuna.trial import TrialState
-
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.user_attrs.get(USER_ERROR) and trial.user_attrs.get(SESSION) == session:
-            return trial
-    return None
-
-
-def _raise_user_error(trial: Any) -> None:
-    kind = getattr(errors, str(trial.user_attrs.get("ember_error_type")), None)
-    cls = kind if isinstance(kind, type) and issubclass(kind, EmberError) else ConfigError
-    raise cls(f"trial {trial.number}: {trial.user_attrs[USER_ERROR]}")
-
-
-# ---------------------------------------------------------------- the worker
-
-def _watch_parent() -> None:
-    """End this child process when the `ember tune` that started it dies (even by SIGKILL).
-
-    Its running trial then stays RUNNING in the storage, and the next `ember tune` re-runs it.
-    """
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(3)
-            time.sleep(0.2)
-
-    threading.Thread(target=watch, daemon=True, name="ember-tune-parent-watch").start()
-
-
-def run_worker(folder: Study, opts: WorkerOptions, index: int) -> int:
-    """Ask for trials and run them until the budget, the deadline or a user error ends the study.
-
-    Returns the number of trials this worker ran. Raises the `EmberError` of a trial that
-    failed by a user mistake (after recording it in the study).
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    from ember.tune.trial import describe, run_trial
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = json.loads(folder.settings.read_text())
-    space = parse_space(settings["space"])
-    base = from_dict(settings["base"])
-    storage = open_storage(folder, opts.storage)
-    # Each worker, and each resumed invocation, samples from its own stream: two workers with
-    # one seed would propose the same first points.
-    existing = len(optuna.load_study(study_name=opts.study_name, storage=storage).get_trials(deepcopy=False))
-    seed = (opts.seed * 1_000_003 + index * 7_919 + existing) % (2**31)
-    study = optuna.load_study(study_name=opts.study_name, storage=storage,
-                              sampler=make_sampler(opts.sampler, space, seed),
-                              pruner=make_pruner(opts.pruner, opts.epochs, opts.trials))
-    ran = 0
-    with file_lock(folder.lock("workers"), shared=True):
-        while True:
-            with file_lock(folder.lock("ask")):
-                trials = study.get_trials(deepcopy=False)
-                if (sum(map(_counted, trials)) >= opts.trials or _session_error(study, opts.session)
-                        or (opts.deadline is not None and time.time() >= opts.deadline)):
-                    break
-                trial = study.ask()
-                study._storage.set_trial_user_attr(trial._trial_id, SESSION, opts.session)
-            outcome = run_trial(folder, opts.study_name, base, space, trial, opts.metric, opts.threads)
-            ran += 1
-            trial.set_user_attr("ember_epochs", outcome.epochs)
-            trial.set_user_attr("ember_seconds", outcome.seconds)
-            trial.set_user_attr("ember_run", Path(outcome.run).name)
-            if outcome.state == "fail":
-                trial.set_user_attr("ember_error", outcome.error)
-                if outcome.user_error:
-                    trial.set_user_attr(USER_ERROR, outcome.error)
-                    trial.set_user_attr("ember_error_type", outcome.error_type)
-                study.tell(trial, state=TrialState.FAIL)
-            elif outcome.state == "pruned":
-                study.tell(trial, state=TrialState.PRUNED)  # Optuna keeps its last reported value
-            else:
-                study.tell(trial, outcome.value)
-            if not opts.quiet:
-                print(describe(outcome, opts.metric), flush=True)
-            if outcome.user_error:
-                _raise_user_error(study.trials[trial.number])
-    return ran
-
-
-def worker_main(argv: list[str]) -> int:
-    """`python -m ember.tune.worker STUDY_DIR INDEX OPTIONS_JSON`: one child worker."""
-    _watch_parent()
-    folder, index, opts = Study(Path(argv[0])), int(argv[1]), WorkerOptions(**json.loads(argv[2]))
-    try:
-        run_worker(folder, opts, index)
-    except EmberError:
-        return 2  # recorded in the study; the parent reports it once
-    return 0
-
-
-# ---------------------------------------------------------------- the driver
 
 def _resolve_metric(base: ExperimentConfig, metric: str | None, direction: str | None) -> tuple[str, str]:
     """(metric without `val.`, 'maximize'|'minimize'), checked against the task's metrics."""
@@ -507,9 +256,9 @@ def tune(
                 run_worker(folder, opts, 0)
             else:
                 _spawn(folder, opts, workers)
-                failed = _session_error(created, opts.session)
+                failed = session_error(created, opts.session)
                 if failed is not None:
-                    _raise_user_error(failed)
+                    raise_user_error(failed)
         finally:
             with file_lock(folder.lock("workers"), wait_s=30, busy=busy):
                 recover_interrupted(created, folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ember.tune.study import worker_main
+from ember.tune.runner import worker_main
 
 if __name__ == "__main__":
     sys.exit(worker_main(sys.argv[1:]))
