@@ -216,7 +216,10 @@ def tune(
         >>> result.best_config.name
         'best.yaml'
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("ember tune needs Optuna: pip install 'ember[tune]'") from None
 
     from ember.tune.report import write_study_report
 
