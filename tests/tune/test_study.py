@@ -116,3 +116,25 @@ def test_bad_options_exit_before_any_trial(tmp_path: Path) -> None:
             ember.tune("digits-mlp", space, runs, **kwargs)
         assert message in str(info.value)
     assert not list((tmp_path / "runs").glob("*/trial-*"))
+
+
+def test_every_sampler_and_pruner_builds() -> None:
+    from ember.tune.runner import PRUNERS, SAMPLERS, make_pruner, make_sampler
+    from ember.tune.space import parse_space
+
+    space = parse_space({"optim.lr": {"uniform": [0.001, 0.01], "step": 0.001},
+                         "model.hidden": {"choice": [[16], [32]]}})
+    for name in SAMPLERS:
+        study = optuna.create_study(sampler=make_sampler(name, space, seed=0), direction="maximize")
+        trial = study.ask()
+        values = space.suggest(trial)
+        study.tell(trial, 1.0)
+        assert values["model.hidden"] in ([16], [32])
+    for name in PRUNERS:
+        assert isinstance(make_pruner(name, epochs=5, trials=8), optuna.pruners.BasePruner)
+
+
+def test_timeout_starts_no_trial_after_it(tmp_path: Path) -> None:
+    result = ember.tune("digits-mlp", {"optim.lr": {"loguniform": [1e-3, 1e-2]}}, tiny(tmp_path / "runs", epochs=1),
+                        trials=20, timeout="0.001s", quiet=True)
+    assert sum(result.counts.values()) <= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from ember.tune.study import tune
 
     recipe, overrides = args.recipe, list(args.overrides)
-    result = tune(recipe, args.space, overrides, trials=args.trials, workers=args.workers, timeout=args.timeout,
-                  metric=args.metric, direction=args.direction, pruner=args.pruner, sampler=args.sampler,
-                  storage=args.storage, study=args.study, quiet=args.quiet)
+    try:
+        result = tune(recipe, args.space, overrides, trials=args.trials, workers=args.workers,
+                      timeout=args.timeout, metric=args.metric, direction=args.direction, pruner=args.pruner,
+                      sampler=args.sampler, storage=args.storage, study=args.study, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume the study", file=sys.stderr)
+        return 130
     counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts.items()))
     print(f"study {result.name}: {counts}")
     if result.best_value is not None:
