@@ -178,4 +178,6 @@ def worker_main(argv: list[str]) -> int:
         run_worker(folder, opts, index)
     except EmberError:
         return 2  # recorded in the study; the parent reports it once
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent re-queues the trial
+        return 130
     return 0

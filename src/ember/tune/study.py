@@ -102,34 +102,40 @@ def _resolve_metric(base: ExperimentConfig, metric: str | None, direction: str |
 
 
 def _settings(folder: Study, name: str, base: ExperimentConfig, space: Space, metric: str, direction: str,
-              storage: str | None) -> str | None:
-    """Write `tune.json` for a new study, or check that a resumed one means the same objective.
+              storage: str | None) -> tuple[dict[str, Any], str | None]:
+    """`tune.json`'s content, and the storage URL to use; a resumed study must mean the same objective.
 
-    Returns the storage URL to use (a resumed study keeps the one it was created with).
+    A resumed study keeps the storage it was created with. Nothing is written here: the
+    settings are written once the storage has opened (a bad URL must not stick to the study).
     """
     wanted = {"study": name, "base": base.model_dump(mode="json"), "space": space.to_dict(),
-              "metric": f"val.{metric}", "direction": direction}
-    if folder.settings.is_file():
-        held = json.loads(folder.settings.read_text())
-        for key, label in (("base", "recipe and overrides"), ("space", "space"), ("metric", "--metric"),
-                           ("direction", "--direction")):
-            if held.get(key) != wanted[key]:
-                raise ConfigError(f"--study {name}: '{folder.path}' holds a study with another {label}; "
-                                  "run the same command to resume it, or pass --study NEW_NAME")
-        if storage is not None and held.get("storage") not in (None, storage):
-            raise ConfigError(f"--storage: study '{name}' lives in {held['storage']!r}; pass that URL")
-        return held.get("storage") if storage is None else storage
-    folder.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder.settings, json.dumps({**wanted, "storage": storage}, indent=2))
-    atomic_write_text(folder.base_config, to_yaml(base))
-    return storage
+              "metric": f"val.{metric}", "direction": direction, "storage": storage}
+    if not folder.settings.is_file():
+        return wanted, storage
+    held = json.loads(folder.settings.read_text())
+    for key, label in (("base", "recipe and overrides"), ("space", "space"), ("metric", "--metric"),
+                       ("direction", "--direction")):
+        if held.get(key) != wanted[key]:
+            raise ConfigError(f"--study {name}: '{folder.path}' holds a study with another {label}; "
+                              "run the same command to resume it, or pass --study NEW_NAME")
+    if storage is not None and held.get("storage") not in (None, storage):
+        raise ConfigError(f"--storage: study '{name}' lives in {held['storage']!r}; pass that URL")
+    url = held.get("storage") if storage is None else storage
+    return {**wanted, "storage": url}, url
+
+
+def _cores() -> int:
+    """CPUs this process may run on (a container's or `taskset`'s limit, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _threads(base: ExperimentConfig, space: Space, workers: int) -> int | None:
     """CPU threads per trial: the cores divided among workers, unless the recipe or space sets them."""
     if base.train.threads is not None or "train.threads" in space.keys:
         return None
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, _cores() // workers)
 
 
 def _check_options(trials: int, workers: int, pruner: str, sampler: str) -> None:
@@ -240,10 +246,13 @@ def tune(
     busy = f"--study {name}: another ember tune is running it ('{folder.path}'); wait for it or stop it"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with file_lock(folder.lock("driver"), wait_s=0.5, busy=busy):
-        url = _settings(folder, name, base, parsed, metric_name, direction_name, storage)
+        settings, url = _settings(folder, name, base, parsed, metric_name, direction_name, storage)
         backend = open_storage(folder, url)
         created = optuna.create_study(storage=backend, study_name=name, direction=direction_name,
                                       load_if_exists=True)
+        if not folder.settings.is_file():
+            atomic_write_text(folder.settings, json.dumps(settings, indent=2))
+            atomic_write_text(folder.base_config, to_yaml(base))
         opts = WorkerOptions(study_name=name, storage=url, trials=trials,
                              deadline=None if deadline_s is None else time.time() + deadline_s,
                              metric=metric_name, direction=direction_name, pruner=pruner, sampler=sampler,
