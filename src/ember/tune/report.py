@@ -158,5 +158,7 @@ def write_study_report(folder: Study, study: Any, space: Space) -> dict[str, Any
     if best_yaml is not None:
         atomic_write_text(folder.best, best_yaml)
     atomic_write_text(folder.record, json.dumps(record, indent=2, default=str))
-    atomic_write_text(folder.report, _html(folder, record, best_yaml, _plots(study, record)))
+    with matplotlib.rc_context():  # Optuna's plots switch the global style; later run reports keep theirs
+        plots = _plots(study, record)
+    atomic_write_text(folder.report, _html(folder, record, best_yaml, plots))
     return record
