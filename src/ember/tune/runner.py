@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from ember.errors import ConfigError, EmberError
 from ember.runs import Study
 from ember.tune.space import Space, parse_space
 from ember.tune.storage import (
+    HOST,
     SESSION,
     USER_ERROR,
     counted,
@@ -148,6 +150,7 @@ def run_worker(folder: Study, opts: WorkerOptions, index: int) -> int:
                     break
                 trial = study.ask()
                 study._storage.set_trial_user_attr(trial._trial_id, SESSION, opts.session)
+                study._storage.set_trial_user_attr(trial._trial_id, HOST, socket.gethostname())
             outcome = run_trial(folder, opts.study_name, base, space, trial, opts.metric, opts.threads)
             ran += 1
             trial.set_user_attr("ember_epochs", outcome.epochs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,10 +23,10 @@ from ember.errors import ConfigError, EmberError, RunError
 from ember.runs import Run, Study, atomic_write_text
 
 __all__ = ["file_lock", "open_storage", "recover_interrupted", "counted", "session_error", "raise_user_error",
-           "INTERRUPTED", "USER_ERROR", "SESSION"]
+           "INTERRUPTED", "USER_ERROR", "SESSION", "HOST"]
 
 # User attributes the study keeps on trials.
-INTERRUPTED, USER_ERROR, SESSION = "ember_interrupted", "ember_user_error", "ember_session"
+INTERRUPTED, USER_ERROR, SESSION, HOST = "ember_interrupted", "ember_user_error", "ember_session", "ember_host"
 
 
 @contextmanager
@@ -89,14 +90,18 @@ def counted(trial: Any) -> bool:
 def recover_interrupted(study: Any, folder: Study) -> list[int]:
     """Trials left RUNNING by a killed invocation: mark them failed and queue their params again.
 
-    Call only while no worker of this study is alive (the workers lock held exclusively).
+    Call only while no worker of this study on this machine is alive (the workers lock held
+    exclusively). A trial another machine is running on a shared database is left alone.
     Returns the numbers of the trials recovered.
     """
     from optuna.trial import TrialState
 
     storage = study._storage  # Optuna has no public call to fail another process's trial
+    here = socket.gethostname()
     done = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(HOST, here) != here:
+            continue
         storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         # The same params again; queued trials are asked for before any new sample.
