@@ -138,3 +138,14 @@ def test_timeout_starts_no_trial_after_it(tmp_path: Path) -> None:
     result = ember.tune("digits-mlp", {"optim.lr": {"loguniform": [1e-3, 1e-2]}}, tiny(tmp_path / "runs", epochs=1),
                         trials=20, timeout="0.001s", quiet=True)
     assert sum(result.counts.values()) <= 1
+
+
+def test_a_study_runs_in_one_ember_tune_at_a_time(tmp_path: Path) -> None:
+    from ember.errors import RunError
+    from ember.runs import Study
+    from ember.tune.storage import file_lock
+
+    folder = Study(tmp_path / "runs" / "digits-mlp-tune")
+    with file_lock(folder.lock("driver")), pytest.raises(RunError, match="another ember tune is running it"):
+        ember.tune("digits-mlp", {"optim.lr": {"loguniform": [1e-3, 1e-2]}}, tiny(tmp_path / "runs"), trials=1)
+    assert not folder.settings.exists()

@@ -100,7 +100,6 @@ def make_pruner(name: str, epochs: int, trials: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
-
 def _watch_parent() -> None:
     """End this child process when the `ember tune` that started it dies (even by SIGKILL).
 
@@ -149,8 +148,8 @@ def run_worker(folder: Study, opts: WorkerOptions, index: int) -> int:
                         or (opts.deadline is not None and time.time() >= opts.deadline)):
                     break
                 trial = study.ask()
-                study._storage.set_trial_user_attr(trial._trial_id, SESSION, opts.session)
-                study._storage.set_trial_user_attr(trial._trial_id, HOST, socket.gethostname())
+                trial.set_user_attr(SESSION, opts.session)  # before the lock is let go: others read it
+                trial.set_user_attr(HOST, socket.gethostname())
             outcome = run_trial(folder, opts.study_name, base, space, trial, opts.metric, opts.threads)
             ran += 1
             trial.set_user_attr("ember_epochs", outcome.epochs)
