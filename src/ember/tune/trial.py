@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ember.config import ExperimentConfig
@@ -69,7 +69,6 @@ class TrialOutcome:
     error: str | None = None
     error_type: str | None = None
     user_error: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def write_trial_record(run: Run, study_name: str, outcome: TrialOutcome, metric: str) -> None:
