@@ -49,14 +49,14 @@ __all__ = [
     "load_config", "train", "evaluate", "predict", "report", "open_run", "load_run", "LoadedRun",
     "register_model", "register_data", "register_callback", "Callback", "FitState", "StopTraining",
     "CallbackError", "ModelPlugin", "DataPlugin", "Section", "DataBundle", "DataInfo", "data_bundle",
-    "TensorBoardLogger", "MLflowLogger", "explain", "EmberError", "ConfigError", "DataError",
+    "TensorBoardLogger", "MLflowLogger", "explain", "tune", "EmberError", "ConfigError", "DataError",
     "CheckpointError", "RunError", "__version__",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "explain":  # the package `ember.explain` is callable: ember.explain(run_dir, ...)
-        return import_module("ember.explain")
+    if name in ("explain", "tune"):  # callable packages: ember.explain(run_dir, ...), ember.tune(...)
+        return import_module(f"ember.{name}")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value  # later look-ups skip this function

@@ -20,6 +20,7 @@ from ember import __version__
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError, did_you_mean
 from ember.textbook.parser import add_parser as add_textbook_parser
+from ember.tune import cli as tune_cli
 
 __all__ = ["main", "build_parser"]
 
@@ -129,6 +130,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     _train_parser(sub)
     _run_parsers(sub)
+    tune_cli.add_parser(sub)
     return p, dict(sub.choices)
 
 
@@ -263,14 +265,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from ember.cli_tables import print_runs
-    from ember.runs import list_runs
+    from ember.cli_tables import print_runs, print_studies
+    from ember.runs import list_runs, list_studies
 
-    runs = list_runs(args.dir)
-    if not runs:
+    runs, studies = list_runs(args.dir), list_studies(args.dir)
+    if not runs and not studies:
         print(f"no runs under '{args.dir}'")
-    else:
+    if runs:
         print_runs(runs)
+    print_studies(studies)  # each study's trials grouped under it
     return 0
 
 
@@ -291,7 +294,7 @@ def _recipes(args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
-    "runs": _runs, "recipes": _recipes, "textbook": _textbook,
+    "runs": _runs, "recipes": _recipes, "textbook": _textbook, "tune": tune_cli.run,
 }
 
 

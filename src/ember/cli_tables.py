@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ember.formatting import format_cell
-from ember.runs import Run
+from ember.runs import Run, Study
 
-__all__ = ["print_summary", "print_metrics", "print_runs", "scalar_metrics", "print_compression"]
+__all__ = ["print_summary", "print_metrics", "print_runs", "print_studies", "scalar_metrics",
+           "print_compression"]
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -95,3 +97,28 @@ def print_compression(record: dict[str, Any], run_path: Path | None = None) -> N
     if where:
         Console().print(f"run: {where} (parent {record.get('parent_run', '?')}); speed measured on the CPU, "
                         f"{child.get('threads', 1)} thread")
+
+
+def print_studies(studies: list[Study]) -> None:
+    """One table per `ember tune` study: its trials, their state and the watched metric."""
+    for study in studies:
+        settings = json.loads(study.settings.read_text())
+        metric = settings.get("metric", "val")
+        table = Table(title=f"study {study.path.name}: {settings.get('direction', '')} {metric}")
+        for col in ("trial", "state", metric, "epochs", "params"):
+            table.add_column(col, justify="right" if col in (metric, "epochs") else "left", overflow="fold")
+        counts: dict[str, int] = {}
+        for run in study.trials():
+            record = json.loads(run.trial.read_text()) if run.trial.is_file() else {}
+            state = record.get("state", "unknown")
+            counts[state] = counts.get(state, 0) + 1
+            value = record.get("value")
+            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in record.get("params", {}).items())
+            table.add_row(run.path.name, state, f"{value:.4f}" if isinstance(value, (int, float)) else "-",
+                          str(record.get("epochs", "-")), params)
+        Console().print(table)
+        best = json.loads(study.record.read_text()).get("best") if study.record.is_file() else None
+        shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        Console().print(f"{study.path}: {shown}" + (f"; best {best['run']} ({best['value']:.4f}), "
+                                                     f"config {study.best}" if best else ""))

@@ -6,7 +6,10 @@
       checkpoints/step-NNNNNNNN/  checkpoints/latest  report.html  plots/
       explain/  export/  compression/ ...   what tools wrote; each may hold a section.html
 
-`Run` is the one owner of these names: code elsewhere asks it for a path, never spells one.
+    runs/<study>/   a study of `ember tune`: tune.json base.yaml journal.log study.json study.html
+      best.yaml  trial-NNNN/ (each a run folder as above, plus trial.json)
+
+`Run` and `Study` are the owners of these names: code elsewhere asks it for a path, never spells one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import IO, Any
 
 from ember.errors import RunError
 
-__all__ = ["Run", "atomic_write", "atomic_write_text", "new_run_dir", "open_run", "list_runs"]
+__all__ = ["Run", "Study", "atomic_write", "atomic_write_text", "new_run_dir", "open_run", "list_runs",
+           "list_studies"]
 
 
 @contextmanager
@@ -111,6 +115,11 @@ class Run:
     def compression(self) -> Path:
         """`compression.json`: present in a child run that `ember compress` wrote."""
         return self.path / "compression.json"
+
+    @property
+    def trial(self) -> Path:
+        """`trial.json`: present in a run that `ember tune` made (study, number, params, state)."""
+        return self.path / "trial.json"
 
     @property
     def tensorboard(self) -> Path:
@@ -211,3 +220,64 @@ def list_runs(root: str | Path = "runs") -> list[Run]:
         return []
     found = [Run(p) for p in base.iterdir() if (p / "config.yaml").is_file()]
     return sorted(found, key=lambda r: r.config.stat().st_mtime)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study folder of `ember tune`: its settings, storage, report and one run per trial."""
+
+    path: Path
+
+    @property
+    def settings(self) -> Path:
+        """`tune.json`: what defines the objective (base config, space, metric, direction)."""
+        return self.path / "tune.json"
+
+    @property
+    def base_config(self) -> Path:
+        """`base.yaml`: the recipe with its overrides, resolved once; every trial starts from it."""
+        return self.path / "base.yaml"
+
+    @property
+    def journal(self) -> Path:
+        """Optuna's journal file (the default storage)."""
+        return self.path / "journal.log"
+
+    def lock(self, name: str) -> Path:
+        """A lock file: `driver` (one `ember tune` at a time), `workers`, `ask`."""
+        return self.path / f".{name}.lock"
+
+    @property
+    def record(self) -> Path:
+        """`study.json`: every trial with its state, value, params and run folder."""
+        return self.path / "study.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "study.html"
+
+    @property
+    def best(self) -> Path:
+        """`best.yaml`: the best trial's configuration as a ready recipe."""
+        return self.path / "best.yaml"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.path / f"trial-{number:04d}"
+
+    def trials(self) -> list[Run]:
+        """The trial runs in this study, by number."""
+        return sorted((Run(p) for p in self.path.glob("trial-*") if (p / "config.yaml").is_file()),
+                      key=lambda r: r.path.name)
+
+
+def list_studies(root: str | Path = "runs") -> list[Study]:
+    """Study folders of `ember tune` directly under `root`, oldest first."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    found = [Study(p) for p in base.iterdir() if (p / "tune.json").is_file()]
+    return sorted(found, key=lambda s: s.settings.stat().st_mtime)
