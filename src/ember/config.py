@@ -139,6 +139,18 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def set_dotted(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set `raw[parts[0]][parts[1]]... = value` in place, creating mappings on the way."""
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set dotted `key=value` pairs (values parsed as YAML) in a nested dict, returning a copy.
 
@@ -155,14 +167,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 switched.setdefault(parts[0], set())
         if parts[0] in switched and len(parts) > 1:
             switched[parts[0]].add(parts[1])
-        node = out
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[part] = nxt
-            node = nxt
-        node[parts[-1]] = value
+        set_dotted(out, parts, value)
     for section, explicit in switched.items():
         # Keep the recipe's keys the new choice also has (batch_size, ...); drop the rest.
         member = _member_for(section, out[section].get("name"))

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ember.config import ExperimentConfig, from_dict
+from ember.config import ExperimentConfig, from_dict, set_dotted
 from ember.errors import ConfigError
 
 __all__ = ["Param", "Space", "load_space", "parse_space", "check_space", "config_with", "format_value",
@@ -228,15 +228,7 @@ def _with(raw: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the nested `raw` with each dotted key set to its value."""
     out: dict[str, Any] = json.loads(json.dumps(raw))
     for key, value in values.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[part] = nxt
-            node = nxt
-        node[parts[-1]] = value
+        set_dotted(out, key.split("."), value)
     return out
 
 
