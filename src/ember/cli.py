@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ember.errors import ConfigError, EmberError
+from ember.errors import ConfigError, EmberError, show_ember_warnings
 
 __all__ = ["main"]
 
@@ -84,7 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--runtime", default="torch", help="torch or onnx (needs `ember export` first)")
-    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request")
+    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request; "
+                    "visible in `ps`: prefer EMBER_API_KEY or --api-key-file")
+    sv.add_argument("--api-key-file", type=Path, default=None, help="read the API key from this file")
+    sv.add_argument("--max-pending", type=int, default=64, help="work requests in progress at once; more get 429")
     sv.add_argument("--max-batch", type=int, default=32)
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
 
@@ -167,13 +170,15 @@ def _run(args: argparse.Namespace) -> int:
 
         print(json.dumps(export_onnx(args.run_dir, int8=args.int8, opset=args.opset), indent=2))
     elif args.command == "serve":
-        import uvicorn
-
         from ember.serve import create_app
+        from ember.serve.guard import exposure_warning, resolve_api_key, run_server
 
-        app = create_app(args.run_dir, args.runtime, args.api_key, args.max_batch, args.max_wait_ms)
-        # uvicorn finishes in-flight requests on SIGINT/SIGTERM before it exits.
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+        key = resolve_api_key(args.api_key, args.api_key_file)
+        app = create_app(args.run_dir, args.runtime, key, args.max_batch, args.max_wait_ms,
+                         max_pending=args.max_pending)
+        if (warning := exposure_warning(args.host, key)) is not None:
+            print(warning, file=sys.stderr)
+        run_server(app, args.host, args.port)  # finishes in-flight requests on SIGINT/SIGTERM
     elif args.command == "compress":
         from ember.compress.cli import run_compress
 
@@ -199,6 +204,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    show_ember_warnings()
     try:
         return _run(args)
     except EmberError as exc:

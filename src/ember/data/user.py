@@ -10,7 +10,7 @@ import torch
 
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.config import CsvConfig, ImageFolderConfig
-from ember.data.images import IMAGE_SUFFIXES, channel_stats, make_augment, normalize
+from ember.data.images import IMAGE_SUFFIXES, channel_stats, decode_image, make_augment, normalize
 from ember.data.splits import limit, split_indices
 from ember.errors import DataError, did_you_mean
 
@@ -18,14 +18,7 @@ __all__ = ["load_image_folder", "load_csv", "read_csv_rows"]
 
 
 def _read_folder_image(path: Path, size: tuple[int, int], grayscale: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if grayscale else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image '{path}': {exc}") from None
+    arr = decode_image(path, "L" if grayscale else "RGB", (size[1], size[0]))
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
 
 

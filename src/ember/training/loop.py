@@ -135,7 +135,7 @@ def fit(
         reporter.message("no complete checkpoint yet; restarting this run from step 0")
     elif resume:
         ckpt = load_checkpoint(run.checkpoints)
-        restore_checkpoint(ckpt, model, optimizer, env)
+        restore_checkpoint(ckpt, model, optimizer, env, sharded=cfg.train.strategy == "fsdp")
         state = LoopState(**ckpt.state["loop"])
         if env.is_main:
             run.truncate_metrics(state.step)
