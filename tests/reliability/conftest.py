@@ -28,6 +28,14 @@ def iris_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ember.train("iris-mlp", TINY_IRIS, run_dir=root / "run", verbose=False).path
 
 
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("digits")
+    cfg = ["train.epochs=1", "model.channels=[4,8]", "model.hidden=[16]", "data.limit=200", "train.threads=1",
+           "log.report=false"]
+    return ember.train("digits-cnn", cfg, run_dir=root / "run", verbose=False).path
+
+
 @pytest.fixture
 def copy_run(tmp_path: Path) -> Callable[[Path], Path]:
     """Copy a shared run into this test's folder, so the test may damage it."""

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from ember.errors import ConfigError
 
 __all__ = ["BodyLimit", "Admission", "AdmissionLimit", "run_server", "resolve_api_key", "key_matches", "exposure_warning", "WORK_PATHS"]
@@ -40,8 +42,14 @@ async def _json_response(send: Send, status: int, detail: str, headers: dict[str
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    """Raised from `receive` once the body passes the limit; turned into a 413 below."""
+class _TooLarge(HTTPException):
+    """Raised from `receive` once the body passes the limit: a 413, whoever catches it.
+
+    An HTTPException, because FastAPI's body parsing turns any other error into a 400.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"body over {max_bytes} bytes")
 
 
 class BodyLimit:
@@ -69,7 +77,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

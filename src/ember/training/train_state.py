@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import Tensor, nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.hf_storage import (
     HuggingFaceStorageReader,
     HuggingFaceStorageWriter,
@@ -210,8 +211,9 @@ def _read(box: dict[str, Tensor], folder: Path) -> None:
     try:
         with _quiet_single_process():
             dcp.load(box, storage_reader=HuggingFaceStorageReader(str(folder)))
-    except (RuntimeError, ValueError, KeyError, AssertionError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    except (CheckpointException, RuntimeError, ValueError, KeyError, AssertionError, OSError) as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        first = (lines[-1] if lines else type(exc).__name__)[:300]  # DCP's last line names the cause
         raise CheckpointError(f"sharded checkpoint '{folder}' does not fit this model ({first})") from None
 
 
