@@ -26,7 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a recipe or config file (default: digits-cnn)")
-    t.add_argument("recipe", nargs="?", default="digits-cnn", help="recipe name or CONFIG.yaml")
+    t.add_argument("recipe", nargs="?", default=None, help="recipe name or CONFIG.yaml (default: digits-cnn)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5")
     t.add_argument("--run-dir", type=Path, help="write the run here instead of runs/<recipe>-<time>")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
@@ -116,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     from ember import api
 
     if args.command == "train":
-        recipe, overrides = _split_recipe(args.recipe, list(args.overrides))
+        recipe, overrides = _split_recipe(args.recipe or "digits-cnn", list(args.overrides))
+        recipe = None if args.recipe is None else recipe  # with --resume: the run's own recipe
         if args.nproc != 1 or args.max_restarts:
             from ember.training.launch import launch_train
 

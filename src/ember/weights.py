@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ember.errors import CheckpointError
-from ember.runs import fsync_dir
+from ember.runs import file_mode, fsync_dir
 
 __all__ = ["save_tensors", "load_tensors", "save_weights", "load_weights", "sha256_file"]
 
@@ -38,6 +38,7 @@ def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     save_file(flat, str(tmp), metadata=metadata)
     with open(tmp, "rb+") as f:
+        os.fchmod(f.fileno(), file_mode())  # safetensors creates 0600; follow the umask
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)

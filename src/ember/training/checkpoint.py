@@ -200,6 +200,21 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     raise CheckpointError(f"no usable checkpoint under '{folder}': {'; '.join(problems)}")
 
 
+def _restore_tensors(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                     env: DistEnv) -> None:
+    if ckpt.state.get("format", 1) == 1:
+        if env.distributed:
+            raise CheckpointError(f"'{ckpt.path}' predates multi-process checkpoints; resume it with one process")
+        model.load_state_dict(load_tensors(ckpt.path / "model.safetensors"), strict=False)
+        if optimizer is not None:
+            tensors = load_tensors(ckpt.path / "optimizer.safetensors")
+            optimizer.load_state_dict(_join_optimizer_v1(tensors, ckpt.state["optimizer"]))
+    elif ckpt.sharded:
+        train_state.load_sharded(model, optimizer, ckpt.path / "dcp")
+    else:
+        train_state.load_full(model, optimizer, ckpt.path)
+
+
 def restore_checkpoint(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                        env: DistEnv | None = None, sharded: bool | None = None) -> None:
     """Load the checkpoint's model (and optimizer) state, and this rank's RNG state.
@@ -216,17 +231,13 @@ def restore_checkpoint(ckpt: Checkpoint, model: nn.Module, optimizer: torch.opti
     if ckpt.sharded and (sharded is False or not ckpt.state.get("sharded", False)):
         raise CheckpointError(f"'{ckpt.path / 'dcp'}' is a sharded checkpoint in a run that was not sharded "
                               "(not written by this run's strategy); refusing to read it")
-    if ckpt.state.get("format", 1) == 1:
-        if env.distributed:
-            raise CheckpointError(f"'{ckpt.path}' predates multi-process checkpoints; resume it with one process")
-        model.load_state_dict(load_tensors(ckpt.path / "model.safetensors"), strict=False)
-        if optimizer is not None:
-            tensors = load_tensors(ckpt.path / "optimizer.safetensors")
-            optimizer.load_state_dict(_join_optimizer_v1(tensors, ckpt.state["optimizer"]))
-    elif ckpt.sharded:
-        train_state.load_sharded(model, optimizer, ckpt.path / "dcp")
-    else:
-        train_state.load_full(model, optimizer, ckpt.path)
+    try:
+        _restore_tensors(ckpt, model, optimizer, env)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        why = (lines[0] if lines else type(exc).__name__)[:200]
+        raise CheckpointError(f"'{ckpt.path}' does not fit this run's model/optimizer ({why}); was config.yaml "
+                              "edited since it was saved? Resume with the config it was trained with") from None
     rngs = ckpt.state.get("rng")
     if isinstance(rngs, dict):  # format 1: one process
         rngs = [rngs]
