@@ -123,7 +123,7 @@ def burst(run_path, requests: int, images: int, max_pending: int) -> dict:  # no
         health: list[float] = []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
                           limits=httpx.Limits(max_connections=requests + 8)) as client, \
-                ThreadPoolExecutor(min(requests, 64)) as pool:
+                ThreadPoolExecutor(requests) as pool:
             start = time.perf_counter()
             futures = [pool.submit(client.post, "/v1/predict", json=body) for _ in range(requests)]
             while not all(f.done() for f in futures):

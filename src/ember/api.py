@@ -17,7 +17,15 @@ from ember import models
 from ember.config import ExperimentConfig, from_dict, load, to_yaml
 from ember.data.bundle import DataBundle, DataInfo
 from ember.errors import CheckpointError, ConfigError, DataError, RunError
-from ember.runs import Run, atomic_write_text, lock_run, new_run_dir, open_run, unlock_run
+from ember.runs import (
+    Run,
+    atomic_write_text,
+    lock_run,
+    new_run_dir,
+    open_run,
+    read_json_object,
+    unlock_run,
+)
 from ember.tasks import Task, for_info
 from ember.training.device import check_precision, resolve_device
 from ember.training.distributed import (
@@ -55,10 +63,22 @@ class LoadedRun:
 
 def read_config(run: Run) -> ExperimentConfig:
     try:
-        raw = yaml.safe_load(run.config.read_text())
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RunError(f"'{run.config}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"'{run.config}' should hold a mapping of config sections, got {type(raw).__name__}")
     return from_dict(raw)
+
+
+def read_data_info(run: Run) -> DataInfo:
+    """The run's `data_info.json`; RunError when it is damaged."""
+    raw = read_json_object(run.data_info)
+    try:
+        return DataInfo.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"'{run.data_info}' does not describe the data ({str(exc)[:120]}); the run folder is "
+                       "damaged") from None
 
 
 def load_run(path: str | Path, weights: Path | None = None) -> LoadedRun:
@@ -67,7 +87,7 @@ def load_run(path: str | Path, weights: Path | None = None) -> LoadedRun:
     cfg = read_config(run)
     if not run.data_info.is_file():
         raise RunError(f"'{run.path}' has no data_info.json; was training interrupted before it began?")
-    info = DataInfo.from_dict(json.loads(run.data_info.read_text()))
+    info = read_data_info(run)
     model = models.build(cfg.model, info)
     weights_path = weights or run.weights
     if not weights_path.is_file():

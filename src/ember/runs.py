@@ -21,7 +21,7 @@ from typing import IO, Any
 from ember.errors import RunError
 
 __all__ = ["Run", "atomic_write", "atomic_write_text", "new_run_dir", "open_run", "list_runs", "lock_run",
-           "unlock_run", "file_mode", "LOCK_NAME"]
+           "unlock_run", "file_mode", "read_json_object", "LOCK_NAME"]
 
 LOCK_NAME = ".lock"  # in a run folder: flock-ed by the one process writing it, holds its pid
 _held: dict[Path, int] = {}  # run folder -> the open lock file this process holds
@@ -69,6 +69,22 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a run's data_info.json, summary.json).
+
+    Raises:
+        RunError: unreadable, not JSON, or not an object.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"'{path}' is not valid JSON ({str(exc).splitlines()[0][:120]}); the run folder is "
+                       "damaged") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"'{path}' should hold a JSON object, got {type(raw).__name__}; the run folder is damaged")
+    return raw
 
 
 def fsync_dir(folder: Path) -> None:
@@ -119,9 +135,10 @@ class Run:
         return self.path / "plots"
 
     def read_summary(self) -> dict[str, Any]:
+        """`summary.json` ({} before training ends). Raises RunError when it is not a JSON object."""
         if not self.summary.exists():
             return {}
-        return json.loads(self.summary.read_text())
+        return read_json_object(self.summary)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():

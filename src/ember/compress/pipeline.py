@@ -39,7 +39,7 @@ from ember.compress.record import RECORD, read_record
 from ember.config import from_dict, to_yaml
 from ember.data.bundle import DataBundle
 from ember.errors import ConfigError
-from ember.runs import Run, atomic_write_text, new_run_dir
+from ember.runs import Run, atomic_write_text, new_run_dir, unlock_run
 from ember.training.progress import Reporter
 from ember.weights import save_tensors, save_weights
 
@@ -221,6 +221,8 @@ def compress(run_dir: str | Path, steps: CompressConfig | list[Step] | None = No
             # A failed step leaves no half-written run behind (earlier steps' children stay).
             shutil.rmtree(run.path, ignore_errors=True)
             raise
+        finally:
+            unlock_run(run.path)  # new_run_dir locked the child while it was written
         children.append(node.loaded.run)
         t0 = time.perf_counter()
         if verbose:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ember.data.config import BaseDataConfig
+from ember.errors import DataError
 
 __all__ = ["split_indices", "limit", "carve_validation"]
 
@@ -22,19 +23,18 @@ def split_indices(
     if held == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return torch.from_numpy(idx), empty, empty
-    train, rest = train_test_split(
-        idx, test_size=held, random_state=seed, stratify=labels
-    )
-    if cfg.test_fraction == 0 or cfg.val_fraction == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        val, test = (rest, empty) if cfg.test_fraction == 0 else (empty, rest)
-    else:
-        val, test = train_test_split(
-            rest,
-            test_size=cfg.test_fraction / held,
-            random_state=seed + 1,
-            stratify=None if labels is None else labels[rest],
-        )
+    try:
+        train, rest = train_test_split(idx, test_size=held, random_state=seed, stratify=labels)
+        if cfg.test_fraction == 0 or cfg.val_fraction == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            val, test = (rest, empty) if cfg.test_fraction == 0 else (empty, rest)
+        else:
+            val, test = train_test_split(rest, test_size=cfg.test_fraction / held, random_state=seed + 1,
+                                         stratify=None if labels is None else labels[rest])
+    except ValueError as exc:  # sklearn: too few samples (per class) for these fractions
+        raise DataError(f"data: {n} samples cannot be split into train/val/test with val_fraction "
+                        f"{cfg.val_fraction} and test_fraction {cfg.test_fraction} ({str(exc)[:100]}); "
+                        "add data or set both fractions to 0") from None
     return tuple(torch.from_numpy(np.sort(a)).long() for a in (train, val, test))  # type: ignore[return-value]
 
 

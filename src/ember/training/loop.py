@@ -137,6 +137,8 @@ def fit(
         ckpt = load_checkpoint(run.checkpoints)
         restore_checkpoint(ckpt, model, optimizer, env, sharded=cfg.train.strategy == "fsdp")
         state = LoopState(**ckpt.state["loop"])
+        if scaler is not None and "scaler" in ckpt.state:  # fp16: the loss scale it had reached
+            scaler.load_state_dict(ckpt.state["scaler"])
         if env.is_main:
             run.truncate_metrics(state.step)
         saved_world = ckpt.state.get("world_size", 1)
@@ -151,7 +153,8 @@ def fit(
         if saved_at == state.step:
             return
         saved_at = state.step
-        save_checkpoint(run.checkpoints, state.step, model, optimizer, {"loop": asdict(state)},
+        extra = {"scaler": scaler.state_dict()} if scaler is not None else {}
+        save_checkpoint(run.checkpoints, state.step, model, optimizer, {"loop": asdict(state), **extra},
                         keep=tc.keep_checkpoints, env=env, sharded=sharded)
 
     amp = (lambda: contextlib.nullcontext()) if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
