@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -61,6 +62,11 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            raise RunError(f"could not write '{path}' ({exc.strerror}); nothing partial was kept") from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
