@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from ember.cli_args import unescape
 from ember.errors import ConfigError, EmberError, show_ember_warnings
 
 __all__ = ["main"]
@@ -62,7 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    g.add_argument("--stop", action="append", default=None, type=unescape,
+                   help=r"stop string (repeatable); escapes like \n are interpreted")
 
     ex = sub.add_parser("explain", help="attributions for a run's predictions (images, text, tables, series)")
     ex.add_argument("run_dir", type=Path)

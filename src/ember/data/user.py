@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,21 @@ def load_csv(cfg: CsvConfig, seed: int) -> DataBundle:
     return DataBundle(ArrayDataset(x[tr], y[tr]), ArrayDataset(x[va], y[va]), ArrayDataset(x[te], y[te]), info)
 
 
+def _key(name: str) -> str:
+    """A column name as people write it: 'Sepal Length (cm)' and 'sepal_length' are one key."""
+    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"\([^)]*\)", "", name.lower())).strip("_")
+
+
 def read_csv_rows(path: Path, info: DataInfo) -> torch.Tensor:
     """Feature rows of a CSV (header naming the run's feature columns), standardised like training."""
     header, rows = _read_table(path)
-    cols = [_column(header, n, path, "feature") for n in info.feature_names]
+    by_key = {_key(h): i for i, h in enumerate(header)}
+    cols = []
+    for name in info.feature_names:
+        col = header.index(name) if name in header else by_key.get(_key(name))
+        if col is None:
+            raise DataError(f"'{path}': no column for feature '{name}'; this model expects columns "
+                            f"{', '.join(info.feature_names)} (case, spaces and units in parentheses are ignored)")
+        cols.append(col)
     x = torch.from_numpy(_floats(rows, cols, header, path))
     return (x - torch.tensor(info.mean)) / torch.tensor(info.std)

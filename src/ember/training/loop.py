@@ -255,7 +255,7 @@ def fit(
                 state.epoch += 1
                 state.pos = 0
             if (finished_epoch and state.epoch % tc.eval_every == 0) or last:
-                _validate(model, data, task, cfg, run, device, state, reporter, best_path, env)
+                _validate(model, data, task, cfg, run, device, state, reporter, best_path, env, epoch + 1)
                 if on_validate is not None:
                     # Every rank runs it (a sharded model needs all of them for a forward pass).
                     # It may call methods other than forward (GPT's generate), which FSDP's
@@ -269,7 +269,7 @@ def fit(
                         model.reshard()
                     model.train(was_training)
                     if extra:
-                        append_metrics({"step": state.step, "epoch": state.epoch, **extra})
+                        append_metrics({"step": state.step, "epoch": epoch + 1, **extra})
             checkpoint()
     finally:
         reporter.close()
@@ -280,8 +280,10 @@ def fit(
 
 def _validate(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig, run: Run,
               device: torch.device, state: LoopState, reporter: Reporter, best_path: Any,
-              env: DistEnv) -> None:
+              env: DistEnv, epoch: int) -> None:
     """Evaluate on the validation split; track the best model and early stopping.
+
+    `epoch` is the 1-based epoch the current step belongs to, as the train points record it.
 
     Every rank evaluates the whole split (a sharded model needs them all for a forward
     pass, and the figures are then exactly those of a one-process run); rank 0's figures
@@ -293,9 +295,9 @@ def _validate(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentCon
     scalars = broadcast_object({k: v for k, v in val.items() if isinstance(v, float)}, env)
     state.last_val = scalars
     if env.is_main:
-        run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars})
+        run.append_metrics({"split": "val", "step": state.step, "epoch": epoch, **scalars})
     shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
-    reporter.message(f"epoch {state.epoch} step {state.step}: val {shown}")
+    reporter.message(f"epoch {epoch} step {state.step}: val {shown}")
     es = cfg.train.early_stopping
     metric = es.metric if es else task.primary_metric
     mode = es.mode if es else task.primary_mode
