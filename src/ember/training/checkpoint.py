@@ -4,7 +4,7 @@
       model.safetensors      whole parameters and buffers           (full checkpoints:
       optimizer.safetensors  optimizer tensors (Adam moments, ...)   single process, DDP)
       optimizer.json         optimizer scalars and param groups, by parameter name
-      dcp/                   torch.distributed.checkpoint shards    (sharded: FSDP)
+      dcp/                   DCP shards as safetensors + JSON       (sharded: FSDP; no pickle)
       state.json             step, epoch, position, every rank's RNG state, loop state
       manifest.json          sha256 of every file above (written last)
     checkpoints/latest       the name of the newest complete folder
