@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -44,14 +42,15 @@ def test_predict_csv_with_a_natural_header(iris_run: Path, tmp_path: Path, capsy
     assert "expects columns sepal length (cm), sepal width (cm)" in err and "x, y" not in err
 
 
-def test_runs_piped_is_one_readable_line_per_run(xor_run: Path, iris_run: Path) -> None:
+def test_runs_piped_is_one_readable_line_per_run(xor_run: Path, iris_run: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     for run in (xor_run, iris_run):
-        proc = subprocess.run([sys.executable, "-m", "ember", "runs", str(run.parent)], capture_output=True,
-                              text=True, check=True)
-        lines = proc.stdout.splitlines()
+        assert main(["runs", str(run.parent)]) == 0  # captured: not a terminal, as when piped
+        out = capsys.readouterr().out
+        lines = out.splitlines()
         assert lines[0].split()[:3] == ["run", "recipe", "task"]
         assert len(lines) == 2 and lines[1].startswith(run.name)  # the whole name, never folded
-        assert not re.search("[│┃─━┏┗]", proc.stdout)
+        assert not re.search("[│┃─━┏┗]", out)
 
 
 def test_train_and_val_points_at_one_step_share_the_epoch(tmp_path: Path) -> None:
