@@ -92,7 +92,7 @@ def train(
     env = environment()
     bundle = _bundle_of(data, task)
     named = recipe is not None
-    if recipe is None:
+    if recipe is None and resume is None:  # with resume: the run's own recipe
         recipe = "digits-mlp" if model is not None or bundle is not None else "digits-cnn"
     try:
         cfg, continued = config_for(recipe, overrides, resume)

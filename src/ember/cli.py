@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ember import __version__
+from ember.cli_args import unescape
 from ember.compress.cli import add_compress_parser
-from ember.errors import ConfigError, EmberError, did_you_mean
+from ember.errors import ConfigError, EmberError, did_you_mean, show_ember_warnings
 from ember.textbook.parser import add_parser as add_textbook_parser
 from ember.tune import cli as tune_cli
 
@@ -44,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 def _train_parser(sub: Any) -> None:
     t = sub.add_parser("train", help="train a recipe or config file (default: digits-cnn)",
                        description="Train a recipe into a new run folder, or resume one.")
-    t.add_argument("recipe", nargs="?", default="digits-cnn",
+    t.add_argument("recipe", nargs="?", default=None,
                    help="a shipped recipe name (see 'ember recipes') or a CONFIG.yaml (default: digits-cnn)")
     t.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted overrides anywhere on the line, e.g. train.epochs=5 model.channels=[8,16]")
@@ -84,7 +85,8 @@ def _run_parsers(sub: Any) -> None:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    g.add_argument("--stop", action="append", default=None, type=unescape,
+                   help=r"stop string (repeatable); escapes like \n are interpreted")
 
     ex = sub.add_parser("explain", help="attributions for a run's predictions (images, text, tables, series)")
     ex.add_argument("run_dir", type=Path, help="a run folder")
@@ -106,7 +108,10 @@ def _run_parsers(sub: Any) -> None:
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="onnx needs `ember export` first")
-    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request")
+    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request; "
+                    "visible in `ps`: prefer EMBER_API_KEY or --api-key-file")
+    sv.add_argument("--api-key-file", type=Path, default=None, help="read the API key from this file")
+    sv.add_argument("--max-pending", type=int, default=64, help="work requests in progress at once; more get 429")
     sv.add_argument("--max-batch", type=int, default=32)
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
 
@@ -160,7 +165,8 @@ def _split_recipe(recipe: str, overrides: list[str]) -> tuple[str, list[str]]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    recipe, overrides = _split_recipe(args.recipe, list(args.overrides))
+    recipe, overrides = _split_recipe(args.recipe or "digits-cnn", list(args.overrides))
+    recipe = None if args.recipe is None else recipe  # with --resume: the run's own recipe
     if args.nproc != 1 or args.max_restarts:
         from ember.training.launch import launch_train
 
@@ -240,13 +246,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ember.serve import create_app
+    from ember.serve.guard import exposure_warning, resolve_api_key, run_server
 
-    app = create_app(args.run_dir, args.runtime, args.api_key, args.max_batch, args.max_wait_ms)
-    # uvicorn finishes in-flight requests on SIGINT/SIGTERM before it exits.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    key = resolve_api_key(args.api_key, args.api_key_file)
+    app = create_app(args.run_dir, args.runtime, key, args.max_batch, args.max_wait_ms, max_pending=args.max_pending)
+    if (warning := exposure_warning(args.host, key)) is not None:
+        print(warning, file=sys.stderr)
+    run_server(app, args.host, args.port)  # finishes in-flight requests on SIGINT/SIGTERM
     return 0
 
 
@@ -299,6 +306,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    show_ember_warnings()
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     try:
         return HANDLERS[args.command](args)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
+from ember.errors import RunError
 from ember.formatting import format_cell
 from ember.runs import Run, Study
 
@@ -49,24 +51,42 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
     Console().print(table)
 
 
-def print_runs(runs: list[Run]) -> None:
-    table = Table(title="runs")
-    for col in ("run", "recipe", "task", "params", "steps", "test metric", "value", "train s"):
-        table.add_column(col, justify="right" if col in ("params", "steps", "value", "train s") else "left",
-                         overflow="fold", no_wrap=col == "run")
+def _run_rows(runs: list[Run]) -> list[list[str]]:
+    rows = []
     for run in runs:
-        s = run.read_summary()
+        try:
+            s = run.read_summary()
+        except RunError:
+            rows.append([run.path.name, "-", "(damaged summary.json)", "-", "-", "-", "-", "-"])
+            continue
         if not s:
-            table.add_row(run.path.name, "-", "(unfinished)", "-", "-", "-", "-", "-")
+            rows.append([run.path.name, "-", "(unfinished)", "-", "-", "-", "-", "-"])
             continue
         test = scalar_metrics(s.get("test", {}))
         metric = "accuracy" if "accuracy" in test else ("rmse" if "rmse" in test else "loss")
-        table.add_row(
-            run.path.name, s.get("recipe", "-"), s.get("task", "-"), f"{s.get('params', 0):,}",
-            str(s.get("steps", "-")), metric, f"{test[metric]:.4f}" if metric in test else "-",
-            f"{s.get('train_time_s', 0):.1f}",
-        )
-    Console().print(table)
+        rows.append([run.path.name, str(s.get("recipe", "-")), str(s.get("task", "-")), f"{s.get('params', 0):,}",
+                     str(s.get("steps", "-")), metric, f"{test[metric]:.4f}" if metric in test else "-",
+                     f"{s.get('train_time_s', 0):.1f}"])
+    return rows
+
+
+def print_runs(runs: list[Run], file: TextIO | None = None) -> None:
+    """A table of runs: boxed on a terminal; piped, one aligned line per run (no wrapping)."""
+    out = file or sys.stdout
+    header = ["run", "recipe", "task", "params", "steps", "test metric", "value", "train s"]
+    rows = _run_rows(runs)
+    if not out.isatty():
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+        return
+    table = Table(title="runs")
+    for col in header:
+        table.add_column(col, justify="right" if col in ("params", "steps", "value", "train s") else "left",
+                         overflow="fold", no_wrap=col == "run")
+    for r in rows:
+        table.add_row(*r)
+    Console(file=out).print(table)
 
 
 def print_compression(record: dict[str, Any], run_path: Path | None = None) -> None:

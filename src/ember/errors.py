@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import sys
+import warnings
 from collections.abc import Iterable
 
 __all__ = [
@@ -13,6 +15,8 @@ __all__ = [
     "RunError",
     "NonFiniteLossError",
     "did_you_mean",
+    "EmberWarning",
+    "show_ember_warnings",
 ]
 
 
@@ -38,6 +42,27 @@ class RunError(EmberError):
 
 class NonFiniteLossError(EmberError):
     """Training produced a NaN or infinite loss."""
+
+
+class EmberWarning(UserWarning):
+    """Something the user should know that did not stop the command (a skipped bad checkpoint)."""
+
+
+def show_ember_warnings() -> None:
+    """Print `EmberWarning`s as Ember's own `warning: ...` line (no file:line prefix).
+
+    The CLI calls this once; library users keep Python's usual warning handling.
+    """
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        if issubclass(category, EmberWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)  # type: ignore[arg-type]
+
+    warnings.showwarning = show
 
 
 def did_you_mean(value: str, valid: Iterable[str]) -> str:

@@ -9,7 +9,6 @@ defect becomes a one-line `EmberError`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from ember.config import ExperimentConfig, from_dict
 from ember.data.bundle import DataInfo
 from ember.data.tokenizer import tokenizer_from_json
 from ember.errors import CheckpointError, RunError
-from ember.runs import Run, open_run
+from ember.runs import Run, open_run, read_json_object
 from ember.tasks import Task, for_info
 from ember.weights import load_weights, sha256_file
 
@@ -44,8 +43,8 @@ class LoadedRun:
 def read_config(run: Run) -> ExperimentConfig:
     """The run's `config.yaml`, validated like a recipe (a plug-in it names must be installed)."""
     try:
-        raw = yaml.safe_load(run.config.read_text())
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RunError(f"'{run.config}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise RunError(f"'{run.config}' is not a run config (expected a mapping, got {type(raw).__name__})")
@@ -56,10 +55,12 @@ def read_data_info(run: Run) -> DataInfo:
     """The run's `data_info.json`: what sizing the model and reading inputs needs."""
     if not run.data_info.is_file():
         raise RunError(f"'{run.path}' has no data_info.json; was training interrupted before it began?")
+    raw = read_json_object(run.data_info)
     try:
-        return DataInfo.from_dict(json.loads(run.data_info.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
-        raise RunError(f"'{run.data_info}' is not a valid data description ({type(exc).__name__})") from None
+        return DataInfo.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"'{run.data_info}' does not describe the data ({str(exc)[:120]}); the run folder is "
+                       "damaged") from None
 
 
 def load_tokenizer(run_path: Path) -> Any:

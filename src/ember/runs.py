@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -27,7 +29,28 @@ from typing import IO, Any
 from ember.errors import RunError
 
 __all__ = ["Run", "Study", "atomic_write", "atomic_write_text", "new_run_dir", "open_run", "list_runs",
-           "list_studies"]
+           "list_studies", "lock_run", "unlock_run", "file_mode", "read_json_object", "LOCK_NAME"]
+
+LOCK_NAME = ".lock"  # in a run folder: flock-ed by the one process writing it, holds its pid
+_held: dict[Path, int] = {}  # run folder -> the open lock file this process holds
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (a brief race, other threads only)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from `open()` under the current umask (0644 under 022)."""
+    return 0o666 & ~_umask()
 
 
 @contextmanager
@@ -39,12 +62,18 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; a run's files follow the umask like any tool's
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            raise RunError(f"could not write '{path}' ({exc.strerror}); nothing partial was kept") from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -53,6 +82,22 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a run's data_info.json, summary.json).
+
+    Raises:
+        RunError: unreadable, not JSON, or not an object.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"'{path}' is not valid JSON ({str(exc).splitlines()[0][:120]}); the run folder is "
+                       "damaged") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"'{path}' should hold a JSON object, got {type(raw).__name__}; the run folder is damaged")
+    return raw
 
 
 def fsync_dir(folder: Path) -> None:
@@ -148,9 +193,10 @@ class Run:
         return self.path / "plots"
 
     def read_summary(self) -> dict[str, Any]:
+        """`summary.json` ({} before training ends). Raises RunError when it is not a JSON object."""
         if not self.summary.exists():
             return {}
-        return json.loads(self.summary.read_text())
+        return read_json_object(self.summary)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
@@ -180,27 +226,92 @@ def check_free(run_dir: Path) -> None:
         raise RunError(f"--run-dir '{run_dir}' already holds a run; use --resume {run_dir} or another folder")
 
 
-def fresh_run_path(runs_dir: Path, recipe: str) -> Path:
-    """`runs_dir/<recipe>-<time>`, not yet taken (not created)."""
+def _candidates(runs_dir: Path, recipe: str) -> Iterator[Path]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = runs_dir / f"{recipe}-{stamp}"
-    suffix = 1
-    while path.exists():  # two runs started in the same second
-        suffix += 1
-        path = runs_dir / f"{recipe}-{stamp}-{suffix}"
-    return path
+    yield runs_dir / f"{recipe}-{stamp}"
+    for suffix in range(2, 10_000):  # runs started in the same second
+        yield runs_dir / f"{recipe}-{stamp}-{suffix}"
 
 
-def new_run_dir(runs_dir: Path, recipe: str, run_dir: Path | None = None) -> Run:
-    """Create a fresh run directory; an explicit `run_dir` must not already hold a run."""
+def fresh_run_path(runs_dir: Path, recipe: str) -> Path:
+    """`runs_dir/<recipe>-<time>`, not yet taken when looked at (not created: see `new_run_dir`)."""
+    return next(p for p in _candidates(runs_dir, recipe) if not p.exists())
+
+
+def _make_dirs(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunError(f"{what} '{path}' is a file (or under one); give a folder") from None
+    except PermissionError:
+        raise RunError(f"{what} '{path}' cannot be created (permission denied); give a writable folder") from None
+
+
+def new_run_dir(runs_dir: Path, recipe: str, run_dir: Path | None = None, lock: bool = True) -> Run:
+    """Create a fresh run directory, locked for this process (see `lock_run`).
+
+    Without `run_dir` the name is claimed by `mkdir` itself, retried with a suffix, so
+    processes starting runs at the same moment never collide. An explicit `run_dir` must
+    not already hold a run.
+
+    Raises:
+        RunError: `run_dir` holds a run, is in use, or a folder is a file.
+    """
     if run_dir is not None:
         check_free(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _make_dirs(run_dir, "--run-dir")
+        if lock:
+            lock_run(run_dir)
+            if (run_dir / "config.yaml").exists():  # another process got here first
+                unlock_run(run_dir)
+                check_free(run_dir)
         return Run(run_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    path = fresh_run_path(runs_dir, recipe)
-    path.mkdir()
-    return Run(path)
+    _make_dirs(runs_dir, "log.runs_dir")
+    for path in _candidates(runs_dir, recipe):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        if lock:
+            lock_run(path)
+        return Run(path)
+    raise RunError(f"log.runs_dir '{runs_dir}': no free name for {recipe} this second")
+
+
+def lock_run(path: Path) -> None:
+    """Take this run folder's exclusive writer lock (`fcntl.flock` on `.lock`) until `unlock_run`.
+
+    The kernel drops the lock when the process dies, however it dies, so a killed run never
+    leaves a stale lock; the pid written in the file names the holder.
+
+    Raises:
+        RunError: another process holds it (its pid in the message).
+    """
+    key = path.resolve()
+    if key in _held:
+        return
+    lock_file = path / LOCK_NAME
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RunError(f"cannot lock run folder '{path}': {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunError(f"run folder '{path}' is in use by another ember process (pid {holder}); "
+                       "wait for it to finish or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[key] = fd
+
+
+def unlock_run(path: Path) -> None:
+    """Release the lock `lock_run` took (no-op when this process holds none)."""
+    fd = _held.pop(path.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the file releases the flock
 
 
 def open_run(path: str | Path) -> Run:

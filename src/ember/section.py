@@ -10,4 +10,5 @@ __all__ = ["Section"]
 class Section(BaseModel):
     """A config section: unknown keys are errors and values can't change after validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # allow_inf_nan=False: `optim.lr=.inf` or `nan` is a mistake, not a value.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)

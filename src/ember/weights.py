@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ember.errors import CheckpointError
-from ember.runs import fsync_dir
+from ember.runs import file_mode, fsync_dir
 
 __all__ = ["save_tensors", "load_tensors", "save_weights", "load_weights", "sha256_file"]
 
@@ -36,9 +36,16 @@ def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str
     # safetensors refuses views that share memory (tied weights): store each tensor once
     # under its first name, and let `load_weights` re-tie by loading into the model.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(flat, str(tmp), metadata=metadata)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    try:
+        save_file(flat, str(tmp), metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), file_mode())  # safetensors creates 0600; follow the umask
+            os.fsync(f.fileno())
+    except (SafetensorError, OSError) as exc:  # a full disk, a quota, a read-only folder
+        tmp.unlink(missing_ok=True)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise CheckpointError(f"could not write '{path}' ({lines[0] if lines else type(exc).__name__}); "
+                              "nothing partial was kept") from None
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

@@ -92,7 +92,8 @@ def test_fsdp_two_processes_match_one(gpt_single: Path, gpt_fsdp: Path) -> None:
     summary = json.loads((gpt_fsdp / "summary.json").read_text())
     assert (summary["world_size"], summary["strategy"]) == (2, "fsdp")
     ckpt = gpt_fsdp / "checkpoints" / "step-00000012"
-    assert len(list((ckpt / "dcp").glob("*.distcp"))) == 2  # one shard file per rank
+    assert len(list((ckpt / "dcp").glob("*.safetensors"))) == 2  # one shard file per rank
+    assert not (ckpt / "dcp" / ".metadata").exists()  # DCP's pickled metadata is never written
     # The final weights are one whole safetensors file all the same.
     assert load_tensors(gpt_fsdp / "model.safetensors")["wte.weight"].shape[1] == 32
 

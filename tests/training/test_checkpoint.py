@@ -135,9 +135,10 @@ def test_sharded_checkpoint_round_trip_in_one_process(tmp_path: Path) -> None:
     model, opt = _model_and_opt()
     save_checkpoint(tmp_path, 3, model, opt, {"loop": {"step": 3}}, keep=2, sharded=True)
     ckpt = load_checkpoint(tmp_path)
-    assert ckpt.sharded and (ckpt.path / "dcp" / ".metadata").is_file()
+    assert ckpt.sharded and not (ckpt.path / "dcp" / ".metadata").exists()  # no pickled metadata
     manifest = json.loads((ckpt.path / "manifest.json").read_text())["files"]
-    assert "dcp/.metadata" in manifest and "state.json" in manifest
+    assert "dcp/optimizer.json" in manifest and "state.json" in manifest
+    assert any(name.endswith(".safetensors") for name in manifest if name.startswith("dcp/"))
     fresh_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
     fresh = torch.optim.AdamW(fresh_model.parameters(), lr=0.01)
     restore_checkpoint(ckpt, fresh_model, fresh)
@@ -150,7 +151,7 @@ def test_corrupt_shard_falls_back(tmp_path: Path) -> None:
     model, opt = _model_and_opt()
     save_checkpoint(tmp_path, 1, model, opt, {"loop": {"step": 1}}, keep=3, sharded=True)
     save_checkpoint(tmp_path, 2, model, opt, {"loop": {"step": 2}}, keep=3, sharded=True)
-    shard = next((tmp_path / "step-00000002" / "dcp").glob("*.distcp"))
+    shard = next((tmp_path / "step-00000002" / "dcp").glob("*.safetensors"))
     shard.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="step-00000002"):
         assert load_checkpoint(tmp_path).path.name == "step-00000001"

@@ -15,6 +15,7 @@ from ember.errors import NonFiniteLossError
 from ember.models import build as build_model
 from ember.runs import new_run_dir
 from ember.tasks import for_info
+from ember.training.device import cpu_has_native_bf16
 from ember.training.loop import fit
 
 
@@ -93,6 +94,7 @@ def test_unknown_early_stopping_metric(tmp_path: Path) -> None:
         ember.train("iris-mlp", ["train.early_stopping.metric=acc", f"log.runs_dir={tmp_path}"], verbose=False)
 
 
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (Ember refuses it there)")
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
     run = ember.train("iris-mlp", ["train.epochs=2", "train.precision=bf16", f"log.runs_dir={tmp_path}",
                                    "log.report=false"], verbose=False)

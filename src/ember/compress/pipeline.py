@@ -42,7 +42,7 @@ from ember.data.bundle import DataBundle
 from ember.errors import ConfigError
 from ember.loading import LoadedRun, load_run
 from ember.report.build import build_report
-from ember.runs import Run, atomic_write_text, new_run_dir
+from ember.runs import Run, atomic_write_text, new_run_dir, unlock_run
 from ember.training.progress import Reporter
 from ember.training.session import prepare, write_data_files, write_summary
 from ember.weights import save_tensors, save_weights
@@ -224,6 +224,8 @@ def compress(run_dir: str | Path, steps: CompressConfig | list[Step] | None = No
             # A failed step leaves no half-written run behind (earlier steps' children stay).
             shutil.rmtree(run.path, ignore_errors=True)
             raise
+        finally:
+            unlock_run(run.path)  # new_run_dir locked the child while it was written
         children.append(node.loaded.run)
         t0 = time.perf_counter()
         if verbose:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt, model_validator
 
 from ember.section import Section
 
@@ -127,12 +127,20 @@ class ImageAugmentConfig(AugmentConfig):
         return self
 
 
+def _square(value: Any) -> Any:
+    """`image_size: 16` means 16 x 16."""
+    return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+ImageSize = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_square)]
+
+
 class ImageFolderConfig(BaseDataConfig):
     """The user's images: one sub-folder per class under `path`, read lazily, one at a time."""
 
     name: Literal["image_folder"] = "image_folder"
     path: Path
-    image_size: tuple[int, int] = (32, 32)
+    image_size: ImageSize = (32, 32)
     grayscale: bool = False
     augment: ImageAugmentConfig = ImageAugmentConfig()
     normalize: Literal["train", "none"] = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,9 +15,38 @@ from ember.data.config import AugmentConfig
 from ember.data.randomness import uniform
 from ember.errors import DataError
 
-__all__ = ["channel_stats", "normalize", "make_augment", "read_image", "IMAGE_SUFFIXES"]
+__all__ = ["channel_stats", "normalize", "make_augment", "read_image", "decode_image", "IMAGE_SUFFIXES",
+           "MAX_IMAGE_PIXELS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Pillow's own bomb threshold (about 9459 x 9459): larger images are refused before decoding.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def decode_image(src: Any, mode: str, size: tuple[int, int], max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an image file (path or binary stream) to `mode`, resized to (width, height), in [0, 1].
+
+    The size in the header is checked before any pixel is decoded, so a small file claiming a
+    huge image (a decompression bomb) costs nothing.
+
+    Raises:
+        DataError: not an image, or over `max_pixels` pixels.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = src if isinstance(src, (str, Path)) else "<upload>"
+    try:
+        with Image.open(src) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DataError(f"image '{name}' is {width}x{height} = {width * height} pixels; "
+                                f"the limit is {max_pixels}; resize it first")
+            img = img.convert(mode).resize(size, Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image '{name}' is too large ({exc}); resize it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read image '{name}': {exc}; expected PNG or JPEG") from None
 
 
 def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -57,22 +87,17 @@ def make_augment(cfg: AugmentConfig, seed: int) -> Augment | None:
     return augment
 
 
-def read_image(path: Path, info: DataInfo) -> Tensor:
+def read_image(path: Any, info: DataInfo, max_pixels: int = MAX_IMAGE_PIXELS) -> Tensor:
     """Read a PNG/JPEG into the model's input format: (C, H, W), scaled and normalised.
 
     Digit-style data (one channel) expects bright ink on a dark background; a picture whose
     border is brighter than its centre (dark ink on paper) is inverted first.
-    """
-    from PIL import Image, UnidentifiedImageError
 
+    Raises:
+        DataError: not an image, or over `max_pixels` pixels (see `decode_image`).
+    """
     channels, height, width = info.input_shape
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image '{path}': {exc}; expected PNG or JPEG") from None
+    arr = decode_image(path, "L" if channels == 1 else "RGB", (width, height), max_pixels)
     if arr.ndim == 2:
         arr = arr[None]  # (1, H, W)
     else:

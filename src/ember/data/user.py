@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,20 @@ __all__ = ["load_csv", "read_csv_rows"]
 def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     if not path.is_file():
         raise DataError(f"CSV file '{path}' does not exist")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"'{path}' is not a UTF-8 text CSV (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                        "save it as CSV, UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"'{path}' is not a readable CSV ({exc})") from None
     if len(rows) < 2:
         raise DataError(f"'{path}': needs a header row and at least one data row")
     return [h.strip() for h in rows[0]], rows[1:]
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _column(header: list[str], name: str, path: Path, what: str) -> int:
@@ -38,12 +48,16 @@ def _floats(rows: list[list[str]], cols: list[int], header: list[str], path: Pat
     for i, row in enumerate(rows):
         for j, c in enumerate(cols):
             try:
-                out[i, j] = float(row[c])
+                value = float(row[c])
             except (ValueError, IndexError):
-                value = row[c] if c < len(row) else "<missing>"
+                shown = row[c] if c < len(row) else "<missing>"
                 raise DataError(
-                    f"'{path}' row {i + 2}, column '{header[c]}': {value!r} is not a number"
+                    f"'{path}' row {i + 2}, column '{header[c]}': {shown!r} is not a number"
                 ) from None
+            if not np.isfinite(value) or abs(value) > _FLOAT32_MAX:
+                raise DataError(f"'{path}' row {i + 2}, column '{header[c]}': {row[c]!r} is not a finite number; "
+                                "fill or drop that row")
+            out[i, j] = value
     return out
 
 
@@ -57,6 +71,10 @@ def load_csv(cfg: CsvConfig, seed: int) -> DataBundle:
     cols = [_column(header, n, cfg.path, "feature") for n in names]
     x_np = _floats(rows, cols, header, cfg.path)
     raw_labels = [r[label_col].strip() if label_col < len(r) else "" for r in rows]
+    for i, (row, label) in enumerate(zip(rows, raw_labels)):
+        if len(row) != len(header) or not label:
+            what = f"{len(row)} fields, the header has {len(header)}" if len(row) != len(header) else "no label"
+            raise DataError(f"'{cfg.path}' row {i + 2}: {what} (label column '{cfg.label_column}'); fix or drop it")
     task = cfg.task
     if task == "auto":
         try:
@@ -67,14 +85,19 @@ def load_csv(cfg: CsvConfig, seed: int) -> DataBundle:
             task = "classification"
     if task == "classification":
         classes = sorted(set(raw_labels), key=lambda v: (len(v), v) if v.lstrip("-").isdigit() else (1 << 30, v))
+        if len(classes) < 2:
+            raise DataError(f"'{cfg.path}': label column '{cfg.label_column}' holds one class ({classes[0]!r}); "
+                            "classification needs at least 2")
         y = torch.tensor([classes.index(v) for v in raw_labels], dtype=torch.long)
         stratify = y.numpy() if np.bincount(y.numpy()).min() >= 3 else None
     else:
         try:
             y = torch.tensor([[float(v)] for v in raw_labels], dtype=torch.float32)
-        except ValueError:
-            raise DataError(f"'{cfg.path}': label column '{cfg.label_column}' is not numeric; "
-                            "use data.task=classification") from None
+            if not torch.isfinite(y).all():
+                raise ValueError
+        except (ValueError, OverflowError):
+            raise DataError(f"'{cfg.path}': label column '{cfg.label_column}' is not all finite numbers; "
+                            "fix those rows or use data.task=classification") from None
         classes, stratify = [], None
     x = torch.from_numpy(x_np)
     tr, va, te = split_indices(len(x), cfg, seed, labels=stratify)
@@ -91,9 +114,21 @@ def load_csv(cfg: CsvConfig, seed: int) -> DataBundle:
     return DataBundle(ArrayDataset(x[tr], y[tr]), ArrayDataset(x[va], y[va]), ArrayDataset(x[te], y[te]), info)
 
 
+def _key(name: str) -> str:
+    """A column name as people write it: 'Sepal Length (cm)' and 'sepal_length' are one key."""
+    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"\([^)]*\)", "", name.lower())).strip("_")
+
+
 def read_csv_rows(path: Path, info: DataInfo) -> torch.Tensor:
     """Feature rows of a CSV (header naming the run's feature columns), standardised like training."""
     header, rows = _read_table(path)
-    cols = [_column(header, n, path, "feature") for n in info.feature_names]
+    by_key = {_key(h): i for i, h in enumerate(header)}
+    cols = []
+    for name in info.feature_names:
+        col = header.index(name) if name in header else by_key.get(_key(name))
+        if col is None:
+            raise DataError(f"'{path}': no column for feature '{name}'; this model expects columns "
+                            f"{', '.join(info.feature_names)} (case, spaces and units in parentheses are ignored)")
+        cols.append(col)
     x = torch.from_numpy(_floats(rows, cols, header, path))
     return (x - torch.tensor(info.mean)) / torch.tensor(info.std)

@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,11 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from ember.errors import ConfigError, EmberError
 from ember.serve.batcher import MicroBatcher
+from ember.serve.guard import Admission, AdmissionLimit, BodyLimit, key_matches
 
 __all__ = ["create_app"]
 
@@ -45,7 +50,9 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed input; the message says what was expected"},
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
-    413: {"model": ErrorBody, "description": "request body or item count over the limit"},
+    413: {"model": ErrorBody, "description": "request body, item count or image pixels over the limit"},
+    429: {"model": ErrorBody, "description": "too many requests in progress; retry after `Retry-After` s"},
+    503: {"model": ErrorBody, "description": "the server is shutting down"},
 }
 
 
@@ -79,8 +86,47 @@ def _runner(loaded: Any, runtime: str) -> Any:
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
-    """One request item -> a (1, ...) input tensor, or HTTP 422 saying what was expected."""
+def _image_pixels(raw: bytes) -> int:
+    """Width x height from the image header alone (nothing decoded); 413 for a bomb."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            width, height = img.size
+    except Image.DecompressionBombError:
+        raise HTTPException(413, "image dimensions over the decoder's limit; resize it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise HTTPException(400, "'image' is not a PNG or JPEG image") from None
+    return width * height
+
+
+class _Budget:
+    """Pixels left to decode in one request; each image also has its own cap."""
+
+    def __init__(self, per_image: int, per_request: int) -> None:
+        self.per_image = per_image
+        self.left = per_request
+
+    def take(self, pixels: int) -> None:
+        if pixels > self.per_image:
+            raise HTTPException(413, f"image of {pixels} pixels; the limit is {self.per_image} per image")
+        if pixels > self.left:
+            raise HTTPException(413, "images in this request exceed its pixel budget; send fewer or smaller")
+        self.left -= pixels
+
+
+def _numbers(item: list[Any]) -> torch.Tensor:
+    values = []
+    for v in item:
+        try:
+            values.append(float(v))
+        except OverflowError:
+            raise HTTPException(400, f"value {str(v)[:20]}... is too large for a float") from None
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _parse_item(item: Any, loaded: Any, tokenizer: Any, budget: _Budget) -> torch.Tensor:
+    """One request item -> a (1, ...) input tensor, or HTTP 4xx saying what was expected."""
     info = loaded.info
     kind = info.input_kind
     if kind == "image":
@@ -91,10 +137,12 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise HTTPException(400, "'image' is not valid base64") from None
+        pixels = _image_pixels(raw)
+        budget.take(pixels)
         from ember.data.images import read_image
 
         try:
-            return read_image(io.BytesIO(raw), info)[None]  # type: ignore[arg-type]
+            return read_image(io.BytesIO(raw), info, max_pixels=budget.per_image)[None]
         except EmberError as exc:
             raise HTTPException(400, str(exc)) from None
     if kind == "tokens":
@@ -110,7 +158,7 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
         item = [item[f] for f in info.feature_names]
     if not isinstance(item, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item):
         raise HTTPException(400, f"{kind} models take lists of numbers")
-    values = torch.tensor(item, dtype=torch.float32)
+    values = _numbers(item)
     if not torch.isfinite(values).all():
         raise HTTPException(400, "values must be finite numbers within float32 range")
     if kind == "tabular":
@@ -127,8 +175,16 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
 
 
 def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None = None, max_batch: int = 32,
-               max_wait_ms: float = 5.0, max_body_bytes: int = 2 * 2**20) -> FastAPI:
-    """Build the app for a run (loaded once)."""
+               max_wait_ms: float = 5.0, max_body_bytes: int = 2 * 2**20, max_pending: int = 64,
+               max_image_pixels: int = 4096 * 4096, max_request_pixels: int = 32 * 2**20) -> FastAPI:
+    """Build the app for a run (loaded once).
+
+    Args:
+        max_body_bytes: request bodies over this (counted as received) get 413.
+        max_pending: work requests (predict, explain, generate) in progress at once; more get 429.
+        max_image_pixels, max_request_pixels: pixel budgets checked from image headers before
+            decoding; over either, 413.
+    """
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
     from ember.loading import load_run, load_tokenizer
@@ -149,6 +205,17 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
     batcher = MicroBatcher(_runner(loaded, runtime), max_batch, max_wait_ms, batch_sizes.observe)
     app = FastAPI(title="Ember model server", version="1", description=f"Serving {loaded.run.path.name}")
+    admission = Admission(max_pending)
+    app.state.admission = admission
+    # Added innermost first: the API-key/metrics guard below wraps the admission bound,
+    # which wraps the body limit, so a 429 is answered before any body is read.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AdmissionLimit, admission=admission)
+
+    decoders = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ember-decode")
+
+    def budget() -> _Budget:
+        return _Budget(max_image_pixels, max_request_pixels)
 
     @app.on_event("startup")
     async def _start() -> None:
@@ -156,20 +223,17 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
 
     @app.on_event("shutdown")
     async def _stop() -> None:
+        admission.draining = True
         await batcher.stop()
+        decoders.shutdown(wait=False)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         path = request.url.path
         start = time.perf_counter()
-        if api_key and path not in ("/health", "/"):
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-            if given != api_key:
-                response: Response = JSONResponse({"detail": "missing or wrong API key"}, status_code=401)
-                return _count(response, path, start)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return _count(JSONResponse({"detail": f"body over {max_body_bytes} bytes"}, status_code=413), path, start)
+        if api_key and path not in ("/health", "/") and not key_matches(request.headers, api_key):
+            response: Response = JSONResponse({"detail": "missing or wrong API key"}, status_code=401)
+            return _count(response, path, start)
         response = await call_next(request)
         return _count(response, path, start)
 
@@ -209,7 +273,11 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
             raise HTTPException(400, "inputs is empty")
         if len(items) > 1024:
             raise HTTPException(413, "at most 1024 items per request")
-        x = torch.cat([_parse_item(item, loaded, tokenizer) for item in items])
+        pixels = budget()
+        # Decoding is CPU work: off the event loop, in a pool no wider than the machine, so the
+        # loop thread is not starved of the GIL and /health stays fast under a burst.
+        x = await asyncio.get_running_loop().run_in_executor(
+            decoders, lambda: torch.cat([_parse_item(i, loaded, tokenizer, pixels) for i in items]))
         out = await batcher.submit(x)
         return {"predictions": loaded.task.predict(out)}
 
@@ -239,13 +307,11 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
         """Saliency (|d score / d pixel|) for one image, toward the predicted class."""
         if loaded.info.input_kind != "image" or runtime != "torch":
             raise HTTPException(400, "explain serves saliency for image models with --runtime torch")
-        x = _parse_item(body.inputs[0] if isinstance(body.inputs, list) and body.inputs else body.inputs,
-                        loaded, tokenizer)
-        from starlette.concurrency import run_in_threadpool
-
+        item = body.inputs[0] if isinstance(body.inputs, list) and body.inputs else body.inputs
         from ember.explain import attribute
 
         def saliency() -> dict[str, Any]:
+            x = _parse_item(item, loaded, tokenizer, budget())
             with torch.no_grad():
                 target = int(loaded.model(x).argmax(-1)[0])
             attr = attribute("saliency", loaded.model, loaded.info, x, target)

@@ -4,7 +4,7 @@
       model.safetensors      whole parameters and buffers           (full checkpoints:
       optimizer.safetensors  optimizer tensors (Adam moments, ...)   single process, DDP)
       optimizer.json         optimizer scalars and param groups, by parameter name
-      dcp/                   torch.distributed.checkpoint shards    (sharded: FSDP)
+      dcp/                   DCP shards as safetensors + JSON       (sharded: FSDP; no pickle)
       state.json             step, epoch, position, every rank's RNG state, loop state
       manifest.json          sha256 of every file above (written last)
     checkpoints/latest       the name of the newest complete folder
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.errors import CheckpointError
+from ember.errors import CheckpointError, EmberWarning
 from ember.runs import atomic_write_text, fsync_dir
 from ember.training import train_state
 from ember.training.distributed import DistEnv, barrier, gather_objects
@@ -116,11 +116,12 @@ def save_checkpoint(
     rngs = gather_objects(rng_state(), env)
     try:
         if sharded:
-            train_state.save_sharded(model, optimizer, tmp / "dcp")
+            train_state.save_sharded(model, optimizer, tmp / "dcp", env.is_main)
         else:
             train_state.save_full(model, optimizer, tmp, env.is_main)
         if env.is_main:
-            payload = {**state, "step": step, "format": FORMAT, "world_size": env.world_size, "rng": rngs}
+            payload = {**state, "step": step, "format": FORMAT, "world_size": env.world_size, "rng": rngs,
+                       "sharded": sharded}
             atomic_write_text(tmp / "state.json", json.dumps(payload, sort_keys=True))
             manifest = {"step": step, "files": {f: sha256_file(tmp / f) for f in _files(tmp)}}
             atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
@@ -192,23 +193,15 @@ def load_checkpoint(folder: Path) -> Checkpoint:
                 problem = str(exc)
             else:
                 if problems:
-                    warnings.warn(
-                        f"skipped bad checkpoint(s) {'; '.join(problems)}; using {path.name}",
-                        stacklevel=2,
-                    )
+                    warnings.warn(f"skipped bad checkpoint(s) {'; '.join(problems)}; using {path.name}",
+                                  EmberWarning, stacklevel=2)
                 return Checkpoint(path, state)
         problems.append(f"{path.name}: {problem}")
     raise CheckpointError(f"no usable checkpoint under '{folder}': {'; '.join(problems)}")
 
 
-def restore_checkpoint(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                       env: DistEnv | None = None) -> None:
-    """Load the checkpoint's model (and optimizer) state, and this rank's RNG state.
-
-    Works whatever world size wrote it: whole tensors are re-sharded, DCP shards re-read.
-    A rank with no saved RNG stream of its own (the job grew) starts one from the seed.
-    """
-    env = env or DistEnv()
+def _restore_tensors(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                     env: DistEnv) -> None:
     if ckpt.state.get("format", 1) == 1:
         if env.distributed:
             raise CheckpointError(f"'{ckpt.path}' predates multi-process checkpoints; resume it with one process")
@@ -220,6 +213,31 @@ def restore_checkpoint(ckpt: Checkpoint, model: nn.Module, optimizer: torch.opti
         train_state.load_sharded(model, optimizer, ckpt.path / "dcp")
     else:
         train_state.load_full(model, optimizer, ckpt.path)
+
+
+def restore_checkpoint(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                       env: DistEnv | None = None, sharded: bool | None = None) -> None:
+    """Load the checkpoint's model (and optimizer) state, and this rank's RNG state.
+
+    Works whatever world size wrote it: whole tensors are re-sharded, DCP shards re-read.
+    A rank with no saved RNG stream of its own (the job grew) starts one from the seed.
+    `sharded` says whether this run writes sharded checkpoints (FSDP); a `dcp/` folder
+    in a run that does not, or that state.json does not declare, is refused unread.
+
+    Raises:
+        CheckpointError: the checkpoint's layout does not match the run, or it does not load.
+    """
+    env = env or DistEnv()
+    if ckpt.sharded and (sharded is False or not ckpt.state.get("sharded", False)):
+        raise CheckpointError(f"'{ckpt.path / 'dcp'}' is a sharded checkpoint in a run that was not sharded "
+                              "(not written by this run's strategy); refusing to read it")
+    try:
+        _restore_tensors(ckpt, model, optimizer, env)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        why = (lines[0] if lines else type(exc).__name__)[:200]
+        raise CheckpointError(f"'{ckpt.path}' does not fit this run's model/optimizer ({why}); was config.yaml "
+                              "edited since it was saved? Resume with the config it was trained with") from None
     rngs = ckpt.state.get("rng")
     if isinstance(rngs, dict):  # format 1: one process
         rngs = [rngs]

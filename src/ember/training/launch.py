@@ -22,18 +22,18 @@ from ember.errors import ConfigError
 __all__ = ["launch_train", "worker_argv"]
 
 
-def worker_argv(recipe: str, overrides: list[str], run_dir: Path | None, resume: Path | None,
+def worker_argv(recipe: str | None, overrides: list[str], run_dir: Path | None, resume: Path | None,
                 quiet: bool) -> list[str]:
     """The `ember train` command line each worker runs."""
     argv = ["train"]
     if resume is not None:
         argv += ["--resume", str(resume)]
     else:
-        argv += [recipe, *overrides, "--run-dir", str(run_dir)]
+        argv += [recipe or "digits-cnn", *overrides, "--run-dir", str(run_dir)]
     return argv + (["--quiet"] if quiet else [])
 
 
-def launch_train(recipe: str, overrides: list[str], nproc: int, max_restarts: int,
+def launch_train(recipe: str | None, overrides: list[str], nproc: int, max_restarts: int,
                  run_dir: Path | None = None, resume: Path | None = None, quiet: bool = False) -> int:
     """Run `ember train` in `nproc` processes; returns the exit code for the `ember` command.
 
@@ -50,6 +50,11 @@ def launch_train(recipe: str, overrides: list[str], nproc: int, max_restarts: in
     if max_restarts < 0:
         raise ConfigError(f"--max-restarts: got {max_restarts}; must be >= 0")
     cfg, _ = config_for(recipe, overrides, resume)  # the checks `ember train` itself makes
+    if resume is not None:  # in use by another process: say so now, not from every worker
+        from ember.runs import lock_run, unlock_run
+
+        lock_run(resume)
+        unlock_run(resume)
     if resume is None:
         if run_dir is not None:
             check_free(run_dir)

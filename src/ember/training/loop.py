@@ -224,8 +224,10 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
         loop.reporter.message("no complete checkpoint yet; restarting this run from step 0")
     elif resume:
         ckpt = load_checkpoint(loop.run.checkpoints)
-        restore_checkpoint(ckpt, loop.model, loop.optimizer, loop.env)
+        restore_checkpoint(ckpt, loop.model, loop.optimizer, loop.env, sharded=loop.sharded)
         state = LoopState(**ckpt.state["loop"])
+        if loop.scaler is not None and "scaler" in ckpt.state:  # fp16: the loss scale it had reached
+            loop.scaler.load_state_dict(ckpt.state["scaler"])
         if loop.env.is_main:
             loop.run.truncate_metrics(state.step)
         saved_world = ckpt.state.get("world_size", 1)
@@ -309,8 +311,8 @@ def _log_point(loop: _Loop, state: LoopState, t_epoch: float) -> None:
     now = time.perf_counter()
     loss = loop.loss_acc / max(loop.steps_acc, 1)
     sps = loop.samples_acc / max(now - loop.t_log, 1e-9)
-    # `epoch` counts whole epochs done, as in validation points: one number for one step.
-    loop.logged = {"split": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": loop.lr,
+    # `epoch`: the 1-based epoch this step belongs to, as validation points record it.
+    loop.logged = {"split": "train", "step": state.step, "epoch": state.epoch + 1, "loss": loss, "lr": loop.lr,
                    "samples_per_s": sps, "time_s": state.train_time_s + now - t_epoch}
     if loop.env.is_main:
         loop.run.append_metrics(loop.logged)
@@ -323,8 +325,10 @@ def _checkpoint(loop: _Loop, state: LoopState) -> bool:
     if loop.saved_at == state.step:
         return False
     loop.saved_at = state.step
-    path = save_checkpoint(loop.run.checkpoints, state.step, loop.model, loop.optimizer, {"loop": asdict(state)},
-                           keep=loop.cfg.train.keep_checkpoints, env=loop.env, sharded=loop.sharded)
+    extra = {"scaler": loop.scaler.state_dict()} if loop.scaler is not None else {}
+    path = save_checkpoint(loop.run.checkpoints, state.step, loop.model, loop.optimizer,
+                           {"loop": asdict(state), **extra}, keep=loop.cfg.train.keep_checkpoints, env=loop.env,
+                           sharded=loop.sharded)
     return loop.callbacks.fire("on_checkpoint", lambda: loop.fit_state(state, path))
 
 
@@ -332,6 +336,7 @@ def _end_of_epoch(loop: _Loop, state: LoopState, steps_per_epoch: int,
                   on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None] | None,
                   stopping: bool) -> bool:
     """Close the epoch: validate when due (or at the end), then checkpoint. True: stop asked."""
+    step_epoch = state.epoch + 1  # the 1-based epoch the last step belongs to
     finished_epoch = state.pos >= steps_per_epoch
     if finished_epoch:
         state.epoch += 1
@@ -339,14 +344,14 @@ def _end_of_epoch(loop: _Loop, state: LoopState, steps_per_epoch: int,
     stop = False
     last = state.step >= loop.total_steps or stopping
     if (finished_epoch and state.epoch % loop.cfg.train.eval_every == 0) or last:
-        stop = _validate(loop, state)
+        stop = _validate(loop, state, step_epoch)
         if on_validate is not None:
-            _sample(loop, state, on_validate)
+            _sample(loop, state, on_validate, step_epoch)
     return _checkpoint(loop, state) or stop
 
 
-def _sample(loop: _Loop, state: LoopState,
-            on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None]) -> None:
+def _sample(loop: _Loop, state: LoopState, on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None],
+            epoch: int) -> None:
     """Run `on_validate` in eval mode on every rank (a sharded model needs all of them).
 
     It may call methods other than forward (GPT's generate), which FSDP's hooks do not see:
@@ -362,7 +367,7 @@ def _sample(loop: _Loop, state: LoopState,
         model.reshard()
     model.train(was_training)
     if extra and loop.env.is_main:
-        loop.run.append_metrics({"step": state.step, "epoch": state.epoch, **extra})
+        loop.run.append_metrics({"step": state.step, "epoch": epoch, **extra})
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -371,8 +376,10 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def _validate(loop: _Loop, state: LoopState) -> bool:
+def _validate(loop: _Loop, state: LoopState, epoch: int) -> bool:
     """Evaluate on the validation split; track the best model and early stopping.
+
+    `epoch` is the 1-based epoch the current step belongs to, as the train points record it.
 
     Every rank evaluates the whole split (a sharded model needs them all for a forward
     pass, and the figures are then exactly those of a one-process run); rank 0's figures
@@ -387,9 +394,9 @@ def _validate(loop: _Loop, state: LoopState) -> bool:
     scalars = broadcast_object({k: v for k, v in val.items() if isinstance(v, float)}, env)
     state.last_val = scalars
     if env.is_main:
-        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars})
+        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": epoch, **scalars})
     shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
-    loop.reporter.message(f"epoch {state.epoch} step {state.step}: val {shown}")
+    loop.reporter.message(f"epoch {epoch} step {state.step}: val {shown}")
     es = cfg.train.early_stopping
     metric = es.metric if es else loop.task.primary_metric
     mode = es.mode if es else loop.task.primary_mode

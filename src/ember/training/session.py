@@ -26,7 +26,7 @@ from ember.data.bundle import DataBundle
 from ember.errors import ConfigError, RunError
 from ember.loading import read_config
 from ember.models.sampling import generate_ids
-from ember.runs import Run, atomic_write_text, new_run_dir, open_run
+from ember.runs import Run, atomic_write_text, lock_run, new_run_dir, open_run, unlock_run
 from ember.tasks import Task, for_info
 from ember.training.callbacks import Callback, resolve_callbacks
 from ember.training.device import check_precision, resolve_device
@@ -83,9 +83,13 @@ def write_data_files(run: Run, bundle: DataBundle) -> None:
         atomic_write_text(run.tokenizer, bundle.tokenizer.to_json())
 
 
-def config_for(recipe: str | ExperimentConfig, overrides: list[str] | None,
+def config_for(recipe: str | ExperimentConfig | None, overrides: list[str] | None,
                resume: str | Path | None) -> tuple[ExperimentConfig, Run | None]:
-    """The config to train and, with `--resume`, the run it continues."""
+    """The config to train and, with `--resume`, the run it continues.
+
+    `recipe` None means digits-cnn, or with `resume` the run's own; a recipe given with
+    `resume` must be the run's.
+    """
     if resume is not None:
         if overrides:
             raise ConfigError("--resume continues a run with its saved config; drop the key=value overrides")
@@ -93,7 +97,14 @@ def config_for(recipe: str | ExperimentConfig, overrides: list[str] | None,
         if run.compression.is_file():  # its config alone does not rebuild its model
             raise RunError(f"'{run.path}' is a compressed run and cannot be resumed; run ember compress on its "
                            "parent again")
-        return read_config(run), run
+        cfg = read_config(run)
+        if recipe is not None:
+            asked = recipe.recipe if isinstance(recipe, ExperimentConfig) else load(recipe).recipe
+            if asked != cfg.recipe:
+                raise ConfigError(f"--resume '{run.path}' is a {cfg.recipe} run, not {asked}; drop the recipe "
+                                  f"to resume it, or train {asked} into a new run")
+        return cfg, run
+    recipe = "digits-cnn" if recipe is None else recipe
     return (recipe if isinstance(recipe, ExperimentConfig) else load(recipe, overrides)), None
 
 
@@ -166,10 +177,23 @@ def train_session(cfg: ExperimentConfig, continued: Run | None, run_dir: str | P
     # Join the process group (when torchrun started this process) before anything is written.
     init_process_group(env, device, cfg.train.dist_timeout_s)
     continued = continued or _restarted_run(cfg, run_dir, env)
+    if continued is not None and env.is_main:
+        lock_run(continued.path)  # before anything is written; a new run is locked as it is created
     run = continued if continued is not None else _create_run(cfg, run_dir, env)
-    resumed = continued is not None
+    try:
+        return _train_in(run, cfg, device, bundle, continued is not None, env, quiet, verbose, model, callbacks, t0)
+    finally:
+        unlock_run(run.path)
+
+
+def _train_in(run: Run, cfg: ExperimentConfig, device: torch.device, bundle: DataBundle, resumed: bool,
+              env: DistEnv, quiet: bool, verbose: bool, model: nn.Module | None, callbacks: list[Callback],
+              t0: float) -> Trained | Run:
+    """The session once its run folder is held: fit, final weights, summary."""
     strategy = resolve_strategy(cfg.train.strategy, env)
-    if env.is_main:
+    if env.is_main and not (resumed and run.data_info.is_file()):
+        # A resumed run keeps the files it was trained with: rewriting them before the
+        # checkpoint is known to fit would damage a run whose config was edited.
         write_data_files(run, bundle)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     if model is None:

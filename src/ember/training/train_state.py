@@ -7,7 +7,9 @@ written by N ranks loads into M:
 - *full* state: whole tensors, gathered to rank 0 and written as safetensors
   (`model.safetensors`, `optimizer.safetensors` + JSON for the scalars);
 - *sharded* state (FSDP): each rank writes its own shards with torch.distributed.checkpoint
-  (DCP) into `dcp/`; DCP reshards on load, for any world size, one process included.
+  (DCP) into `dcp/`, through DCP's safetensors storage (offsets in each file's JSON header,
+  param groups in `optimizer.json`): DCP's default storage pickles its `.metadata`, which
+  loading would unpickle, so Ember never uses it. DCP reshards on load, for any world size.
 
 Tied parameters (GPT's `lm_head.weight` is `wte.weight`) are stored once, under their first
 name, and re-tied on load.
@@ -26,6 +28,11 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import Tensor, nn
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.hf_storage import (
+    HuggingFaceStorageReader,
+    HuggingFaceStorageWriter,
+)
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -34,6 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from ember.errors import CheckpointError
 from ember.runs import atomic_write_text
 from ember.training.distributed import unwrap
 from ember.weights import load_tensors, save_state, save_tensors
@@ -45,6 +53,9 @@ __all__ = [
 
 SEP = "::"  # between a parameter name (which has dots) and an optimizer slot ("exp_avg")
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+_MODEL, _OPTIM = "model/", "optim/"  # key prefixes in the sharded safetensors files
+_REST = "optimizer.json"  # the optimizer's non-tensor state beside the shards
+_SUFFIX = ".safetensors"
 
 
 def _load_options(model: nn.Module) -> StateDictOptions:
@@ -92,16 +103,8 @@ def save_full(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path, 
     if not is_main:
         return
     save_state(_drop_aliases(msd, model), folder / "model.safetensors")
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pname, slots in osd["state"].items():
-        for key, value in slots.items():
-            if isinstance(value, Tensor):
-                tensors[f"{pname}{SEP}{key}"] = value
-            else:
-                scalars.setdefault(pname, {})[key] = value
+    tensors, rest = _split_optimizer(osd)
     save_tensors(tensors, folder / "optimizer.safetensors")
-    rest = {"param_groups": osd["param_groups"], "scalars": scalars}
     atomic_write_text(folder / "optimizer.json", json.dumps(rest, sort_keys=True))
 
 
@@ -122,13 +125,8 @@ def load_full(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder:
         set_model_state_dict(unwrap(model), msd, options=_load_options(model))
         return
     rest = json.loads((folder / "optimizer.json").read_text())
-    state: dict[str, dict[str, Any]] = {}
-    for name, value in load_tensors(folder / "optimizer.safetensors").items():
-        pname, key = name.rsplit(SEP, 1)
-        state.setdefault(pname, {})[key] = value
-    for pname, slots in rest["scalars"].items():
-        state.setdefault(pname, {}).update(slots)
-    osd = {"state": _add_aliases(state, model), "param_groups": rest["param_groups"]}
+    osd = _join_optimizer(load_tensors(folder / "optimizer.safetensors"), rest)
+    osd["state"] = _add_aliases(osd["state"], model)
     set_state_dict(unwrap(model), optimizer, model_state_dict=msd, optim_state_dict=osd,
                    options=_load_options(model))
 
@@ -147,23 +145,101 @@ def _quiet_single_process() -> Iterator[None]:
         yield
 
 
-def save_sharded(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    """Every rank writes its shards into `folder` (collective)."""
+def _split_optimizer(osd: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer state -> its tensors (flat, by `fqn::slot`) and everything else (JSON-able)."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pname, slots in osd["state"].items():
+        for key, value in slots.items():
+            if isinstance(value, Tensor):
+                tensors[f"{pname}{SEP}{key}"] = value
+            else:
+                scalars.setdefault(pname, {})[key] = value
+    return tensors, {"param_groups": osd["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[str, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        pname, key = name.rsplit(SEP, 1)
+        state.setdefault(pname, {})[key] = value
+    for pname, slots in rest["scalars"].items():
+        state.setdefault(pname, {}).update(slots)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def _flat(msd: dict[str, Any], tensors: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    out = {f"{_MODEL}{k}": v for k, v in msd.items()}
+    out.update({f"{_OPTIM}{k}": v for k, v in (tensors or {}).items()})
+    return out
+
+
+def check_sharded_folder(folder: Path) -> None:
+    """Refuse a `dcp/` folder that is not Ember's safetensors layout (never unpickle one).
+
+    Raises:
+        CheckpointError: DCP's pickled `.metadata` is there, or no shard file is.
+    """
+    if (folder / ".metadata").exists() or any(folder.glob("*.distcp")):
+        raise CheckpointError(f"'{folder}' holds torch.distributed.checkpoint pickled metadata (an older "
+                              "Ember, or planted); Ember never unpickles: not loaded")
+    if not any(folder.glob(f"*{_SUFFIX}")) or not (folder / _REST).is_file():
+        raise CheckpointError(f"'{folder}' has no safetensors shards or no {_REST}; not a sharded checkpoint")
+
+
+def save_sharded(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path, is_main: bool) -> None:
+    """Every rank writes its shards into `folder` as safetensors (collective); no pickle.
+
+    DCP's safetensors writer stores each shard's offsets in the file's JSON header, so the
+    reader rebuilds the layout from the headers alone; the optimizer's non-tensor state
+    (param groups) goes to `optimizer.json`, written by rank 0.
+    """
     msd, osd = get_state_dict(unwrap(model), optimizer)
+    # safetensors stores a tied tensor once: under its first name, re-tied on load.
+    tensors, rest = _split_optimizer({**osd, "state": _drop_aliases(osd["state"], model)})
+    msd = _drop_aliases(msd, model)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = HuggingFaceStorageWriter(str(folder), save_distributed=True)
     with _quiet_single_process():
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(folder))
+        dcp.save(_flat(msd, tensors), storage_writer=writer)
+    if is_main:
+        atomic_write_text(folder / _REST, json.dumps(rest, sort_keys=True))
+
+
+def _read(box: dict[str, Tensor], folder: Path) -> None:
+    check_sharded_folder(folder)
+    try:
+        with _quiet_single_process():
+            dcp.load(box, storage_reader=HuggingFaceStorageReader(str(folder)))
+    except (CheckpointException, RuntimeError, ValueError, KeyError, AssertionError, OSError) as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        first = (lines[-1] if lines else type(exc).__name__)[:300]  # DCP's last line names the cause
+        raise CheckpointError(f"sharded checkpoint '{folder}' does not fit this model ({first})") from None
 
 
 def load_sharded(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder: Path) -> None:
-    """Read shards written by any number of ranks into this rank's part of the state."""
+    """Read shards written by any number of ranks into this rank's part of the state.
+
+    Raises:
+        CheckpointError: the folder is not Ember's safetensors layout, or does not fit the model.
+    """
     if optimizer is None:
-        msd = get_model_state_dict(unwrap(model))
-        with _quiet_single_process():
-            dcp.load({"model": msd}, checkpoint_id=str(folder))
-        set_model_state_dict(unwrap(model), msd)
+        msd = _drop_aliases(get_model_state_dict(unwrap(model)), model)
+        box = _flat(msd, None)
+        _read(box, folder)
+        msd = {k[len(_MODEL):]: v for k, v in box.items()}
+        set_model_state_dict(unwrap(model), _add_aliases(msd, model))
         return
     msd, osd = get_state_dict(unwrap(model), optimizer)  # the layout to fill, on this rank
-    box = {"model": msd, "optim": osd}
-    with _quiet_single_process():
-        dcp.load(box, checkpoint_id=str(folder))
-    set_state_dict(unwrap(model), optimizer, model_state_dict=box["model"], optim_state_dict=box["optim"])
+    tensors, _ = _split_optimizer({**osd, "state": _drop_aliases(osd["state"], model)})
+    box = _flat(_drop_aliases(msd, model), tensors)
+    _read(box, folder)
+    try:
+        rest = json.loads((folder / _REST).read_text())
+        msd = {k[len(_MODEL):]: v for k, v in box.items() if k.startswith(_MODEL)}
+        otensors = {k[len(_OPTIM):]: v for k, v in box.items() if k.startswith(_OPTIM)}
+        osd = _join_optimizer(otensors, rest)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"'{folder / _REST}' is not valid optimizer state ({exc})") from None
+    osd["state"] = _add_aliases(osd["state"], model)
+    set_state_dict(unwrap(model), optimizer, model_state_dict=_add_aliases(msd, model), optim_state_dict=osd)

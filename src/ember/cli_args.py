@@ -1,0 +1,29 @@
+"""Small argument parsers for the CLI (no torch import: `ember --help` stays light)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["unescape"]
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
+_PATTERN = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.DOTALL)
+
+
+def unescape(text: str) -> str:
+    """Interpret backslash escapes the way a user typing `--stop "\\n\\n"` means them.
+
+    `\\n \\t \\r \\0 \\\\ \\' \\"`, `\\xNN` and `\\uNNNN`; any other backslash is kept as typed.
+    Unlike `codecs.decode(..., "unicode_escape")`, non-ASCII text passes through unchanged.
+
+    Example:
+        >>> unescape(r"\\n\\nclass ") == "\\n\\nclass "
+        True
+    """
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code[0] in "xu" and len(code) > 1:
+            return chr(int(code[1:], 16))
+        return _ESCAPES.get(code, match.group(0))
+
+    return _PATTERN.sub(one, text)

@@ -1,0 +1,73 @@
+"""Friction met while following the README: escapes in --stop, natural CSV headers, `ember runs`
+piped, consistent epochs in metrics.jsonl, the README's error example."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import ember
+import ember.generation
+from ember.cli import main
+from ember.cli_args import unescape
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_stop_escapes_are_interpreted(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[object] = []
+
+    def fake_generate(run_dir: object, prompt: str, *args: object) -> list[str]:
+        seen.append(args[-1])
+        return ["x"]
+
+    monkeypatch.setattr(ember.generation, "generate", fake_generate)
+    assert main(["generate", "some-run", "--prompt", "def", "--stop", r"\n\n", "--stop", r"\tend\x41é"]) == 0
+    assert seen == [["\n\n", "\tendAé"]]
+    assert unescape(r"keep \q and \\n") == "keep \\q and \\n"
+
+
+def test_predict_csv_with_a_natural_header(iris_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    natural = tmp_path / "flowers.csv"
+    natural.write_text("sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,setosa\n")
+    assert main(["predict", str(iris_run), str(natural), "--json"]) == 0
+    assert "setosa" in capsys.readouterr().out
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("x,y\n1,2\n")
+    assert main(["predict", str(iris_run), str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "expects columns sepal length (cm), sepal width (cm)" in err and "x, y" not in err
+
+
+def test_runs_piped_is_one_readable_line_per_run(xor_run: Path, iris_run: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for run in (xor_run, iris_run):
+        assert main(["runs", str(run.parent)]) == 0  # captured: not a terminal, as when piped
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        assert lines[0].split()[:3] == ["run", "recipe", "task"]
+        assert len(lines) == 2 and lines[1].startswith(run.name)  # the whole name, never folded
+        assert not re.search("[│┃─━┏┗]", out)
+
+
+def test_train_and_val_points_at_one_step_share_the_epoch(tmp_path: Path) -> None:
+    # max_steps ends the run in the middle of its first epoch: a val point at that same step.
+    run = ember.train("iris-mlp", ["train.max_steps=3", "data.batch_size=8", "log.report=false",
+                                   "train.log_every=1"], run_dir=tmp_path / "run", verbose=False)
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    by_step: dict[int, set[int]] = {}
+    for row in rows:
+        if row.get("split") in ("train", "val"):
+            by_step.setdefault(row["step"], set()).add(row["epoch"])
+    assert {r.get("split") for r in rows if r["step"] == 3} >= {"train", "val"}
+    assert all(len(epochs) == 1 for epochs in by_step.values()), by_step
+    assert by_step[3] == {1}
+
+
+def test_readme_error_example_matches_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "model.name=cnx"]) == 2
+    actual = capsys.readouterr().err.strip()
+    assert actual in README.read_text(), actual
