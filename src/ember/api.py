@@ -13,7 +13,7 @@ import yaml
 from torch import nn
 
 from ember import data as data_mod
-from ember import models
+from ember import models, transfer
 from ember.config import ExperimentConfig, from_dict, load, to_yaml
 from ember.data.bundle import DataBundle, DataInfo
 from ember.errors import CheckpointError, ConfigError, DataError, RunError
@@ -181,21 +181,23 @@ def _train(recipe: str | ExperimentConfig, overrides: list[str] | None, run_dir:
     strategy = resolve_strategy(cfg.train.strategy, env)
     if env.is_main:
         write_data_files(run, bundle)
+    reporter = Reporter(quiet=quiet, enabled=verbose and env.is_main)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = models.build(cfg.model, bundle.info).to(device)
+    model = transfer.prepare(model, cfg, bundle.info, run, env.is_main, env.world_size, reporter.message)
     if env.rank > 0:  # dropout masks differ between ranks (rank 0 keeps the one-process stream)
         torch.manual_seed(cfg.train.seed + 1_000_003 * env.rank)
     task = for_info(bundle.info)
-    reporter = Reporter(quiet=quiet, enabled=verbose and env.is_main)
     place = f", {env.world_size} processes ({strategy})" if env.distributed else ""
     reporter.message(
-        f"{cfg.recipe}: {models.count_parameters(model):,} parameters, data {bundle.sizes()}, "
+        f"{cfg.recipe}: {transfer.describe_parameters(model)}, data {bundle.sizes()}, "
         f"device {device.type}{place}, run {run.path}"
     )
     train_model = parallelize(model, strategy, env, device, cfg.train.precision, cfg.train.activation_checkpointing)
     sampler = _lm_sampler(bundle, cfg.train.seed, device) if task.name == "lm" and bundle.tokenizer else None
     state = fit(train_model, bundle, task, cfg, run, device, resume=resumed, reporter=reporter,
                 on_validate=sampler, env=env, strategy=strategy)
+    transfer.finish(model, run, env.is_main)  # LoRA: adapters kept, then merged into the weights
     save_model_weights(train_model, run.weights, env.is_main)  # collective under FSDP
     if strategy == "fsdp" and env.is_main:
         model = models.build(cfg.model, bundle.info).to(device)  # a whole copy to score
@@ -258,6 +260,7 @@ def _summarize(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: DataBu
         "strategy": strategy,
         "class_names": list(bundle.info.class_names),
         "weights_sha256": sha256_file(run.weights),
+        **transfer.summary_fields(run),
     }
     for split in ("train", "val", "test"):
         dataset = bundle.split(split)

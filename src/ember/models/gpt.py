@@ -25,14 +25,14 @@ from torch import Tensor, nn
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.attention import attention_reference
-from ember.section import Section
+from ember.models.common import ModelSection
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "build_gpt", "flops_per_token"]
 
 StopIds = Callable[[Tensor], bool] | Collection[int]
 
 
-class GPTConfig(Section):
+class GPTConfig(ModelSection):
     """Sizes; `block_size` defaults to the data's window, the vocabulary comes from the data."""
 
     name: Literal["gpt"] = "gpt"

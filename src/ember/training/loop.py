@@ -49,6 +49,7 @@ from ember.training.optim import build_optimizer
 from ember.training.progress import Reporter
 from ember.training.schedule import lr_at
 from ember.training.train_state import load_full_model_state, save_model_weights
+from ember.transfer.freeze import unfreeze_at
 from ember.weights import load_tensors
 
 __all__ = ["fit", "LoopState"]
@@ -167,12 +168,13 @@ def fit(
     try:
         while state.epoch < tc.epochs and state.step < total_steps and not state.stopped_early:
             epoch = state.epoch
+            unfreeze_at(model, epoch)  # train.unfreeze_at_epoch: frozen parameters join from here
             order = plan.order(epoch)
             t_epoch = time.perf_counter()
             while state.pos < steps_per_epoch and state.step < total_steps:
                 lr = lr_at(state.step, total_steps, cfg.optim.lr, cfg.schedule)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # optim.groups: own LR, same schedule
                 step_indices = plan.global_indices(order, state.pos)
                 n = len(step_indices)
                 indices = plan.micro_batches(order, state.pos)
