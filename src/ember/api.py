@@ -19,6 +19,7 @@ from ember.data.bundle import DataBundle, DataInfo
 from ember.errors import CheckpointError, ConfigError, DataError, RunError
 from ember.runs import Run, atomic_write_text, new_run_dir, open_run
 from ember.tasks import Task, for_info
+from ember.training.baselines import compute_baselines
 from ember.training.device import check_precision, resolve_device
 from ember.training.distributed import (
     DistEnv,
@@ -272,6 +273,7 @@ def _summarize(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: DataBu
         metrics = evaluate_split(model, dataset, task, device, cfg.data.eval_batch_size, cfg.train.precision)
         if metrics:
             summary[split] = metrics
+    summary["baselines"] = compute_baselines(bundle, task)  # same splits, same metrics
     atomic_write_text(run.summary, json.dumps(summary, indent=2))
     return summary
 

@@ -88,6 +88,7 @@ class DataBundle:
     test: ArrayDataset
     info: DataInfo
     tokenizer: Any = None  # text sources: saved into the run as tokenizer.json
+    texts: dict[str, list[str]] | None = None  # text classification: each split's raw texts (baselines)
 
     def split(self, name: str) -> ArrayDataset:
         if name not in ("train", "val", "test"):

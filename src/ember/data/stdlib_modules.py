@@ -51,6 +51,7 @@ def _text_bundle(split_texts: dict[str, list[str]], split_labels: dict[str, list
     tok = fit_tokenizer(cfg.tokenizer, "\n".join(split_texts["train"]), cfg.bpe_vocab_size)
     pad_id = tok.vocab_size  # one id past the tokenizer's vocabulary
     datasets = {}
+    texts = dict(split_texts)
     for split in ("train", "val", "test"):
         x = encode_padded(split_texts[split], tok, cfg.max_len, pad_id)
         y = torch.tensor(split_labels[split], dtype=torch.long)
@@ -58,6 +59,7 @@ def _text_bundle(split_texts: dict[str, list[str]], split_labels: dict[str, list
             gen = torch.Generator().manual_seed(seed)
             keep = torch.randperm(len(x), generator=gen)[: cfg.limit].sort().values
             x, y = x[keep], y[keep]
+            texts[split] = [split_texts[split][i] for i in keep.tolist()]
         datasets[split] = ArrayDataset(x, y)
     info = DataInfo(
         task="classification", input_kind="tokens", input_shape=(cfg.max_len,), num_outputs=len(classes),
@@ -65,7 +67,7 @@ def _text_bundle(split_texts: dict[str, list[str]], split_labels: dict[str, list
         extra={**extra, "vocab_size": tok.vocab_size + 1, "pad_id": pad_id, "tokenizer": tok.kind,
                "sizes": {s: len(d) for s, d in datasets.items()}},
     )
-    return DataBundle(datasets["train"], datasets["val"], datasets["test"], info, tokenizer=tok)
+    return DataBundle(datasets["train"], datasets["val"], datasets["test"], info, tokenizer=tok, texts=texts)
 
 
 def _package_files(packages: list[str]) -> dict[str, dict[str, str]]:
