@@ -13,7 +13,7 @@ import yaml
 from torch import nn
 
 from ember import data as data_mod
-from ember import models, transfer
+from ember import models
 from ember.config import ExperimentConfig, from_dict, load, to_yaml
 from ember.data.bundle import DataBundle, DataInfo
 from ember.errors import CheckpointError, ConfigError, DataError, RunError
@@ -35,6 +35,7 @@ from ember.training.evaluation import evaluate_split, predict_outputs
 from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
 from ember.training.train_state import save_model_weights
+from ember.transfer import hooks as transfer
 from ember.weights import load_weights, sha256_file
 
 __all__ = ["load_config", "train", "evaluate", "predict", "report", "open_run", "load_run", "LoadedRun"]

@@ -91,6 +91,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from ember.compress.cli import add_compress_parser
 
     add_compress_parser(sub)
+    from ember.transfer import cli as transfer_cli
+
+    transfer_cli.add_parser(sub)
 
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path)
@@ -178,6 +181,10 @@ def _run(args: argparse.Namespace) -> int:
         from ember.compress.cli import run_compress
 
         run_compress(args)
+    elif args.command == "import":
+        from ember.transfer import cli as transfer_cli
+
+        return transfer_cli.run(args)
     elif args.command == "report":
         print(api.report(args.run_dir))
     elif args.command == "runs":

@@ -32,7 +32,7 @@ from ember import models
 from ember.config import ExperimentConfig, load
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError, DataError
-from ember.transfer import structure
+from ember.transfer.hooks import structure
 
 __all__ = ["plan", "print_plan", "META_THRESHOLD"]
 

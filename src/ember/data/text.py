@@ -16,7 +16,7 @@ import torch
 
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.text_config import StdlibTextConfig, TextFilesConfig
-from ember.data.tokenizer import fit_tokenizer
+from ember.data.tokenizer import fit_tokenizer, tokenizer_from
 from ember.errors import DataError
 
 __all__ = ["stdlib_files", "assign_splits", "load_stdlib_text", "load_text_files", "lm_windows"]
@@ -105,7 +105,8 @@ def lm_windows(ids: list[int], block_size: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _lm_bundle(texts: dict[str, str], cfg: StdlibTextConfig | TextFilesConfig, extra: dict) -> DataBundle:
-    tok = fit_tokenizer(cfg.tokenizer, texts["train"], cfg.bpe_vocab_size)
+    tok = tokenizer_from(cfg.tokenizer_from) if cfg.tokenizer_from else fit_tokenizer(
+        cfg.tokenizer, texts["train"], cfg.bpe_vocab_size)  # reused: e.g. the run fine-tuned from
     splits = {}
     train_tokens = 0
     for name, text in texts.items():

@@ -16,6 +16,7 @@ from ember.data.bundle import DataInfo
 from ember.models.cnn import CNNConfig, build_cnn
 from ember.models.common import count_parameters
 from ember.models.gpt import GPTConfig, build_gpt
+from ember.models.hf_encoder import HFEncoderConfig, build_hf_encoder
 from ember.models.mlp import MLPConfig, build_mlp
 from ember.models.rnn import RNNConfig, build_rnn
 from ember.models.transformer import TransformerConfig, build_transformer
@@ -23,7 +24,8 @@ from ember.models.transformer import TransformerConfig, build_transformer
 __all__ = ["ModelConfig", "MODELS", "build", "count_parameters"]
 
 ModelConfig = Annotated[
-    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig, Field(discriminator="name")
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig,
+    Field(discriminator="name"),
 ]
 
 MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
@@ -32,6 +34,7 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "rnn": build_rnn,
     "transformer": build_transformer,
     "gpt": build_gpt,
+    "hf_encoder": build_hf_encoder,
 }
 
 

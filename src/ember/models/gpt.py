@@ -43,6 +43,7 @@ class GPTConfig(ModelSection):
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = True
     vocab_multiple: int = Field(64, ge=1, description="pad the vocabulary up to a multiple of this")
+    gelu: Literal["exact", "tanh"] = Field("exact", description="GELU form; OpenAI's GPT-2 weights use tanh")
 
 
 class KVCache:
@@ -107,10 +108,10 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward: C -> 4C -> GELU -> C."""
 
-    def __init__(self, n_embd: int, dropout: float, bias: bool) -> None:
+    def __init__(self, n_embd: int, dropout: float, bias: bool, gelu: str = "exact") -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate="tanh" if gelu == "tanh" else "none")
         self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -126,7 +127,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
+        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias, cfg.gelu)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), cache, layer, start)  # (B, T, C)
