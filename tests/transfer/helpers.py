@@ -62,3 +62,23 @@ def tiny_gpt2(folder: Path) -> Path:
     cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2, n_head=2)
     GPT2LMHeadModel(cfg).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
+    """Overrides pointing the transfer recipes at tiny local sources (encoder dir, base runs)."""
+    import ember
+
+    if recipe in ("stdlib-modules-minilm", "stdlib-modules-minilm-lora"):
+        bert = tiny_bert(tmp_path / "bert")
+        return [f"model.path={bert}", f"data.tokenizer_from={bert}", "data.max_len=32"]
+    quiet = [f"log.runs_dir={tmp_path / 'base'}", "log.report=false", "train.max_steps=2", "train.epochs=1"]
+    if recipe == "digits-cnn-transfer":
+        base = ember.train("digits-cnn-0to4", [*quiet, "model.channels=[4,8]", "model.hidden=[16]"], verbose=False)
+        return [f"model.init_from={base.path}", "model.channels=[4,8]", "model.hidden=[16]"]
+    if recipe == "stdlib-char-gpt-lora":
+        tiny = ["data.block_size=32", "model.n_layer=1", "model.n_embd=32"]
+        base = ember.train("stdlib-char-gpt", [*quiet, *tiny, "data.max_chars=60000"], verbose=False)
+        notes = tmp_path / "notes.txt"
+        notes.write_text(_TEXT * 5)
+        return [*tiny, f"model.init_from={base.path}", f"data.tokenizer_from={base.path}", f"data.paths=[{notes}]"]
+    return []
