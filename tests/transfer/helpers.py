@@ -77,8 +77,10 @@ def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
         return [f"model.init_from={base.path}", "model.channels=[4,8]", "model.hidden=[16]"]
     if recipe == "stdlib-char-gpt-lora":
         tiny = ["data.block_size=32", "model.n_layer=1", "model.n_embd=32"]
-        base = ember.train("stdlib-char-gpt", [*quiet, *tiny, "data.max_chars=60000"], verbose=False)
-        notes = tmp_path / "notes.txt"
-        notes.write_text(_TEXT * 5)
+        base = ember.train("stdlib-char-gpt", [*quiet, *tiny, "data.max_chars=120000"], verbose=False)
+        notes = tmp_path / "notes"  # several files: the splits are made by file
+        notes.mkdir()
+        for i in range(10):
+            (notes / f"note{i}.txt").write_text(_TEXT.replace("path", f"path{i}"))
         return [*tiny, f"model.init_from={base.path}", f"data.tokenizer_from={base.path}", f"data.paths=[{notes}]"]
     return []
