@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -53,7 +54,7 @@ def structure(model: nn.Module, cfg: Any, world_size: int = 1) -> dict[str, Any]
 
 
 def prepare(model: nn.Module, cfg: Any, info: DataInfo, run: Run | None = None, is_main: bool = True,
-            world_size: int = 1, message: Any = None) -> nn.Module:
+            world_size: int = 1, message: Callable[[str], None] | None = None) -> nn.Module:
     """Initialise from `model.init_from`, add LoRA adapters, freeze; record it all in the run.
 
     Args:
