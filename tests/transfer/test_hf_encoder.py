@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("transformers")
 
 import ember  # noqa: E402
+from ember import models  # noqa: E402
 from ember.errors import ConfigError  # noqa: E402
 from ember.plan import plan  # noqa: E402
 from tests.transfer.helpers import tiny_bert  # noqa: E402
@@ -39,7 +40,7 @@ def test_encoder_matches_transformers_and_trains(bert: Path, tmp_path: Path) -> 
     tok = json.loads((run.path / "tokenizer.json").read_text())
     assert tok["kind"] == "hf"
     # The run's encoder, fresh from the directory (pretrained weights), equals transformers' own.
-    fresh = ember.api.models.build(loaded.config.model, loaded.info).eval()
+    fresh = models.build(loaded.config.model, loaded.info).eval()
     reference = AutoModel.from_pretrained(bert, local_files_only=True).eval()
     ids = torch.tensor([[2, 17, 30, 41, 3]])
     with torch.no_grad():

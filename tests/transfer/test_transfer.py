@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import ember
+from ember import data, models
 from ember.errors import ConfigError
 from ember.plan import plan
 from ember.training.optim import build_optimizer
@@ -73,7 +74,7 @@ def test_unfreeze_at_epoch_trains_the_features_later(source: Path, tmp_path: Pat
 def test_param_groups_scale_the_schedule(tmp_path: Path) -> None:
     cfg = ember.load_config("digits-cnn", ["optim.groups=[{params: 'head.*', lr: 0.0001, weight_decay: 0.5}]",
                                            "optim.weight_decay=0.01"])
-    model = ember.api.models.build(cfg.model, ember.api.data_mod.build(cfg.data, 0).info)
+    model = models.build(cfg.model, data.build(cfg.data, 0).info)
     opt = build_optimizer(model, cfg.optim)
     head = {id(p) for p in model.head.parameters()}
     for group in opt.param_groups:
