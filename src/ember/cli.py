@@ -21,6 +21,7 @@ from ember.cli_args import unescape
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError, did_you_mean, show_ember_warnings
 from ember.textbook.parser import add_parser as add_textbook_parser
+from ember.transfer import cli as transfer_cli
 from ember.tune import cli as tune_cli
 
 __all__ = ["main", "build_parser"]
@@ -117,6 +118,7 @@ def _run_parsers(sub: Any) -> None:
 
     add_compress_parser(sub)
     add_textbook_parser(sub)
+    transfer_cli.add_parser(sub)
 
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path, help="a run folder")
@@ -302,6 +304,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
     "runs": _runs, "recipes": _recipes, "textbook": _textbook, "tune": tune_cli.run,
+    "import": transfer_cli.run,
 }
 
 

@@ -33,6 +33,7 @@ from ember.config import ExperimentConfig, load
 from ember.data.bundle import DataBundle, DataInfo
 from ember.data.footprint import data_footprint
 from ember.errors import ConfigError, DataError
+from ember.transfer.hooks import structure
 
 __all__ = ["plan", "print_plan", "META_THRESHOLD"]
 
@@ -195,6 +196,7 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
     strategy = resolve_strategy(cfg.train.strategy, DistEnv(world_size=nproc))
     info, train_size, note, bundle = _data_info(cfg)
     model, device = _build(cfg, info)
+    shares = structure(model, cfg, nproc)  # LoRA adapters and train.freeze, as training sets them
     model.eval()  # dropout off: FLOPs and activation sizes do not depend on it
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -226,6 +228,7 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
         "config": cfg.model_dump(mode="json"),
         "data": data,
         "model": {"name": cfg.model.name, "params": params, "trainable_params": trainable,
+                  "frozen_params": params - trainable, "trainable_share": shares["trainable_share"],
                   "planned_on": device.type},
         "flops": flops,
         "memory_bytes": memory,
@@ -281,7 +284,8 @@ def print_plan(result: dict[str, Any]) -> None:
             ("input shape / outputs", f"{tuple(d['input_shape'])} / {d['num_outputs']:,}"),
             ("train samples", f"{d['train_size']:,}"),
             ("model", f"{m['name']}: {_count(m['params'])} parameters ({m['params']:,})"),
-            ("trainable", f"{m['trainable_params']:,}"),
+            ("trainable / frozen", f"{m['trainable_params']:,} ({100 * m['trainable_share']:.2f}%) / "
+                                   f"{m['frozen_params']:,}"),
         ],
         "FLOPs": [
             ("forward / sample", _count(f["forward_per_sample"])),

@@ -12,6 +12,7 @@ import pytest
 import ember
 from ember.config import list_recipes, load
 from tests.data.test_file_sources import _cifar_records, _write_mnist
+from tests.transfer.helpers import recipe_sources
 
 # Per recipe: overrides that make it tiny. Recipes not listed run with the generic ones.
 TINY: dict[str, list[str]] = {
@@ -28,6 +29,10 @@ TINY: dict[str, list[str]] = {
                   "model.n_embd=32", "model.n_head=2", "train.compile=false", "data.batch_size=4"],
     "stdlib-modules-transformer": ["data.per_class=8", "data.max_len=32", "model.d_model=16", "model.d_ff=16"],
     "stdlib-modules-lstm": ["data.per_class=8", "data.max_len=32", "model.hidden_size=8"],
+    "stdlib-modules-minilm": ["data.per_class=4", "data.batch_size=8"],
+    "stdlib-modules-minilm-lora": ["data.per_class=4", "data.batch_size=8"],
+    "digits-cnn-0to4": ["model.channels=[4,8]", "model.hidden=[16]"],
+    "stdlib-char-gpt-lora": ["data.batch_size=8"],
     "sunspots-lstm": ["model.hidden_size=8"],
     "adding-gru": ["data.n_samples=200", "model.hidden_size=8"],
 }
@@ -46,6 +51,7 @@ def _files(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_recipe_runs(recipe: str, tmp_path: Path) -> None:
     extra = _files(tmp_path) if recipe in ("mnist-cnn", "cifar10-cnn") else []
+    extra += recipe_sources(recipe, tmp_path)  # transfer recipes: a tiny encoder dir or base run
     overrides = ["train.max_steps=3", "train.epochs=1", f"log.runs_dir={tmp_path / 'runs'}",
                  "log.image_grid=4", *TINY.get(recipe, []), *extra]
     cfg = load(recipe, overrides)
@@ -54,6 +60,7 @@ def test_recipe_runs(recipe: str, tmp_path: Path) -> None:
     assert summary["steps"] == 3
     assert "test" in summary and np.isfinite(summary["test"]["loss"])
     assert run.report.exists()
+    assert summary["baselines"] and "Baselines" in run.report.read_text()  # every report shows them
 
 
 def test_xor_mlp_learns_xor(tmp_path: Path) -> None:

@@ -139,6 +139,11 @@ def estimated_info(cfg: BaseDataConfig) -> tuple[DataInfo, int] | None:
         return None
     chars_per_token = 1.0 if cfg.tokenizer == "char" else 3.0  # typical for code
     vocab = 100 if cfg.tokenizer == "char" else cfg.bpe_vocab_size
+    if cfg.tokenizer_from:  # a reused tokenizer (an imported GPT-2's) knows its vocabulary
+        from ember.data.tokenizer import tokenizer_from
+
+        vocab = tokenizer_from(cfg.tokenizer_from).vocab_size
+        chars_per_token = 3.0
     train_chars = cfg.max_chars * (1 - cfg.val_fraction - cfg.test_fraction)
     windows = int(train_chars / chars_per_token / cfg.block_size)
     info = DataInfo("lm", "tokens", (cfg.block_size,), vocab,

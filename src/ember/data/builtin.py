@@ -18,9 +18,16 @@ def load_digits(cfg: DigitsConfig, seed: int) -> DataBundle:
     from sklearn.datasets import load_digits as sk_digits
 
     raw = sk_digits()
-    x = torch.from_numpy(raw.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
-    y = torch.from_numpy(raw.target.astype(np.int64))
-    tr, va, te = split_indices(len(x), cfg, seed, labels=raw.target)
+    images, target = raw.images, raw.target
+    digits = list(cfg.classes) if cfg.classes is not None else list(range(10))
+    if cfg.classes is not None:  # a subset of the digits, relabelled 0..k-1 in the given order
+        keep = np.isin(target, digits)
+        images, target = images[keep], np.array([digits.index(t) for t in target[keep]])
+    x = torch.from_numpy(images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    y = torch.from_numpy(target.astype(np.int64))
+    tr, va, te = split_indices(len(x), cfg, seed, labels=target)
+    if cfg.per_class is not None:  # the first per_class of each class in the seeded split order
+        tr = torch.cat([tr[y[tr] == c][: cfg.per_class] for c in range(len(digits))]).sort().values
     tr = limit(tr, cfg)
     mean, std = channel_stats(x[tr])
     x = normalize(x, mean, std)
@@ -28,8 +35,8 @@ def load_digits(cfg: DigitsConfig, seed: int) -> DataBundle:
         task="classification",
         input_kind="image",
         input_shape=(1, 8, 8),
-        num_outputs=10,
-        class_names=tuple(str(i) for i in range(10)),
+        num_outputs=len(digits),
+        class_names=tuple(str(d) for d in digits),
         mean=mean,
         std=std,
         extra={"source": "sklearn.datasets.load_digits", "ink_on_dark": True},

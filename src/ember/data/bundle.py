@@ -95,6 +95,7 @@ class DataBundle:
     test: Split
     info: DataInfo
     tokenizer: Any = None  # text sources: saved into the run as tokenizer.json
+    texts: dict[str, list[str]] | None = None  # text classification: each split's raw texts (baselines)
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):

@@ -64,6 +64,16 @@ class DigitsConfig(BaseDataConfig):
 
     name: Literal["digits"] = "digits"
     augment: AugmentConfig = AugmentConfig()
+    classes: list[int] | None = Field(None, min_length=2, description="keep only these digits (0-9), "
+                                      "relabelled in this order; e.g. [5, 6, 7, 8, 9] for transfer")
+    per_class: int | None = Field(None, ge=1, description="training samples kept per class (few-shot)")
+
+    @model_validator(mode="after")
+    def _classes(self) -> DigitsConfig:
+        if self.classes is not None and (len(set(self.classes)) != len(self.classes)
+                                         or not all(0 <= c <= 9 for c in self.classes)):
+            raise ValueError(f"classes must be distinct digits 0-9, got {self.classes}")
+        return self
 
 
 class XorConfig(BaseDataConfig):

@@ -20,8 +20,9 @@ __all__ = ["load_series", "load_csv_series", "load_adding", "load_copy", "series
 
 # Where each statsmodels series starts and how often it is sampled (recorded in the run).
 SERIES_FACTS = {
-    "sunspots": {"start": "1700", "frequency": "yearly", "unit": "Wolf sunspot number"},
-    "co2": {"start": "1958-03", "frequency": "monthly", "unit": "ppm CO2, Mauna Loa"},
+    "sunspots": {"start": "1700", "frequency": "yearly", "unit": "Wolf sunspot number",
+                 "season": 11},
+    "co2": {"start": "1958-03", "frequency": "monthly", "unit": "ppm CO2, Mauna Loa", "season": 12},
 }
 
 

@@ -18,7 +18,7 @@ from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.tables import load_table
 from ember.data.text import assign_splits, stdlib_files
 from ember.data.text_config import StdlibModulesConfig, TextCsvConfig
-from ember.data.tokenizer import fit_tokenizer
+from ember.data.tokenizer import fit_tokenizer, tokenizer_from
 from ember.errors import DataError, did_you_mean
 
 __all__ = ["load_stdlib_modules", "load_text_csv", "encode_padded"]
@@ -49,9 +49,14 @@ def encode_padded(texts: list[str], tok, max_len: int, pad_id: int) -> torch.Ten
 
 def _text_bundle(split_texts: dict[str, list[str]], split_labels: dict[str, list[int]], classes: list[str],
                  cfg: StdlibModulesConfig | TextCsvConfig, seed: int, extra: dict) -> DataBundle:
-    tok = fit_tokenizer(cfg.tokenizer, "\n".join(split_texts["train"]), cfg.bpe_vocab_size)
-    pad_id = tok.vocab_size  # one id past the tokenizer's vocabulary
+    if cfg.tokenizer_from:  # a pretrained model's (or another run's) tokenizer, not fitted here
+        tok = tokenizer_from(cfg.tokenizer_from, cfg.max_len)
+    else:
+        tok = fit_tokenizer(cfg.tokenizer, "\n".join(split_texts["train"]), cfg.bpe_vocab_size)
+    own_pad = getattr(tok, "pad_id", None)  # a pretrained tokenizer pads with its own [PAD]
+    pad_id = tok.vocab_size if own_pad is None else own_pad  # else: one id past the vocabulary
     datasets = {}
+    texts = dict(split_texts)
     for split in ("train", "val", "test"):
         x = encode_padded(split_texts[split], tok, cfg.max_len, pad_id)
         y = torch.tensor(split_labels[split], dtype=torch.long)
@@ -59,14 +64,15 @@ def _text_bundle(split_texts: dict[str, list[str]], split_labels: dict[str, list
             gen = torch.Generator().manual_seed(seed)
             keep = torch.randperm(len(x), generator=gen)[: cfg.limit].sort().values
             x, y = x[keep], y[keep]
+            texts[split] = [split_texts[split][i] for i in keep.tolist()]
         datasets[split] = ArrayDataset(x, y)
     info = DataInfo(
         task="classification", input_kind="tokens", input_shape=(cfg.max_len,), num_outputs=len(classes),
         class_names=tuple(classes),
-        extra={**extra, "vocab_size": tok.vocab_size + 1, "pad_id": pad_id, "tokenizer": tok.kind,
+        extra={**extra, "vocab_size": tok.vocab_size + (own_pad is None), "pad_id": pad_id, "tokenizer": tok.kind,
                "sizes": {s: len(d) for s, d in datasets.items()}},
     )
-    return DataBundle(datasets["train"], datasets["val"], datasets["test"], info, tokenizer=tok)
+    return DataBundle(datasets["train"], datasets["val"], datasets["test"], info, tokenizer=tok, texts=texts)
 
 
 def _package_files(packages: list[str]) -> dict[str, dict[str, str]]:

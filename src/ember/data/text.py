@@ -17,7 +17,7 @@ from ember.data.bundle import DataBundle, DataInfo
 from ember.data.corpus import TextCorpus
 from ember.data.text_config import StdlibTextConfig, TextFilesConfig
 from ember.data.token_files import SPLITS, TokenWindows, build_token_files, default_cache
-from ember.data.tokenizer import BPETokenizer, CharTokenizer, fit_tokenizer
+from ember.data.tokenizer import BPETokenizer, CharTokenizer, fit_tokenizer, tokenizer_from
 from ember.errors import DataError
 
 Tokenizer = CharTokenizer | BPETokenizer
@@ -101,6 +101,15 @@ def _lm_bundle(cfg: StdlibTextConfig | TextFilesConfig, corpus_sha: str, fit: Ca
     """Token files for the corpus (mapped from the cache, or built once), cut into windows."""
     settings = {"tokenizer": cfg.tokenizer, "vocab": cfg.bpe_vocab_size if cfg.tokenizer == "bpe" else 0,
                 "sample": cfg.bpe_sample_chars if cfg.tokenizer == "bpe" else 0}
+    if cfg.tokenizer_from:  # reused (e.g. the run this one fine-tunes): its own tokens, its own cache key
+        reused = tokenizer_from(cfg.tokenizer_from)
+        settings = {"tokenizer_sha256": hashlib.sha256(reused.to_json().encode()).hexdigest()}
+
+        def reuse() -> Tokenizer:
+            return reused
+
+        fit = reuse
+
     tok, files, facts = build_token_files(cfg.token_cache or default_cache(), corpus_sha, settings, fit, pieces)
     splits = {s: TokenWindows(files[s], cfg.block_size, cfg.limit if s == "train" else None) for s in SPLITS}
     chars = facts["chars"]

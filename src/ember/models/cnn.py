@@ -9,13 +9,12 @@ from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
-from ember.models.common import Activation, activation
-from ember.section import Section
+from ember.models.common import Activation, ModelSection, activation
 
 __all__ = ["CNNConfig", "CNN", "build_cnn"]
 
 
-class CNNConfig(Section):
+class CNNConfig(ModelSection):
     """One conv block per entry of `channels`; `hidden` are the head's hidden widths."""
 
     name: Literal["cnn"] = "cnn"

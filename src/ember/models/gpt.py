@@ -25,15 +25,15 @@ from torch import Tensor, nn
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.attention import attention_reference
+from ember.models.common import ModelSection
 from ember.models.sampling import sample_next
-from ember.section import Section
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "build_gpt", "flops_per_token"]
 
 StopIds = Callable[[Tensor], bool] | Collection[int]
 
 
-class GPTConfig(Section):
+class GPTConfig(ModelSection):
     """Sizes; `block_size` defaults to the data's window, the vocabulary comes from the data."""
 
     name: Literal["gpt"] = "gpt"
@@ -44,6 +44,7 @@ class GPTConfig(Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = True
     vocab_multiple: int = Field(64, ge=1, description="pad the vocabulary up to a multiple of this")
+    gelu: Literal["exact", "tanh"] = Field("exact", description="GELU form; OpenAI's GPT-2 weights use tanh")
 
 
 class KVCache:
@@ -108,10 +109,10 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward: C -> 4C -> GELU -> C."""
 
-    def __init__(self, n_embd: int, dropout: float, bias: bool) -> None:
+    def __init__(self, n_embd: int, dropout: float, bias: bool, gelu: str = "exact") -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate="tanh" if gelu == "tanh" else "none")
         self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -127,7 +128,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
+        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias, cfg.gelu)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), cache, layer, start)  # (B, T, C)

@@ -9,13 +9,12 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
-from ember.models.common import Activation, activation
-from ember.section import Section
+from ember.models.common import Activation, ModelSection, activation
 
 __all__ = ["MLPConfig", "MLP"]
 
 
-class MLPConfig(Section):
+class MLPConfig(ModelSection):
     """Hidden sizes and regularisation; input and output sizes come from the data."""
 
     name: Literal["mlp"] = "mlp"

@@ -19,12 +19,12 @@ from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
-from ember.section import Section
+from ember.models.common import ModelSection
 
 __all__ = ["RNNConfig", "RNNModel", "LSTMCellReference", "lstm_reference", "build_rnn"]
 
 
-class RNNConfig(Section):
+class RNNConfig(ModelSection):
     name: Literal["rnn"] = "rnn"
     cell: Literal["rnn", "lstm", "gru"] = "lstm"
     hidden_size: int = Field(128, ge=1)

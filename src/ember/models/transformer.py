@@ -17,12 +17,12 @@ from torch import Tensor, nn
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.attention import MultiHeadSelfAttention
-from ember.section import Section
+from ember.models.common import ModelSection
 
 __all__ = ["TransformerConfig", "TransformerClassifier", "build_transformer", "sinusoidal_positions"]
 
 
-class TransformerConfig(Section):
+class TransformerConfig(ModelSection):
     name: Literal["transformer"] = "transformer"
     d_model: int = Field(128, ge=8)
     n_head: int = Field(4, ge=1)

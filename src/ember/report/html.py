@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ember.report import plots
+from ember.report.baselines import baselines_section
 from ember.runs import Run, atomic_write_text
 
 __all__ = ["write_report"]
@@ -31,7 +32,8 @@ img{max-width:100%}.muted{color:#777}
 
 # (summary key, label) for the key-figures table, in display order; absent keys are skipped.
 _KEY_FIGURES = [
-    ("task", "task"), ("params", "parameters"), ("steps", "steps"), ("epochs", "epochs"),
+    ("task", "task"), ("params", "parameters"), ("trainable_params", "trainable parameters"),
+    ("frozen_params", "frozen parameters"), ("steps", "steps"), ("epochs", "epochs"),
     ("train_time_s", "train time (s)"), ("wall_time_s", "wall time (s)"),
     ("samples_per_s", "samples/s"), ("device", "device"), ("world_size", "world size"),
     ("strategy", "strategy"), ("stopped_early", "stopped early"),
@@ -150,6 +152,9 @@ def write_report(run: Run, examples: plots.Examples | None = None,
         ("Key figures", _key_figures(summary)),
         ("Metrics", _metrics_table(summary)),
     ]
+    baselines = baselines_section(summary)  # the model beside majority class, TF-IDF, mean, ...
+    if baselines:
+        sections.append(baselines)
     curves = _img(plots.loss_curves(rows, run.plots)) + _img(plots.metric_curves(rows, run.plots))
     sections.append(("Curves", curves or _muted("No logged points in metrics.jsonl.")))
     confusion = _confusion(summary, run.plots)

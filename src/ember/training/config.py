@@ -8,7 +8,15 @@ from pydantic import Field, model_validator
 
 from ember.section import Section
 
-__all__ = ["OptimConfig", "ScheduleConfig", "EarlyStoppingConfig", "TrainConfig"]
+__all__ = ["OptimConfig", "ParamGroupConfig", "ScheduleConfig", "EarlyStoppingConfig", "TrainConfig"]
+
+
+class ParamGroupConfig(Section):
+    """Parameters whose names match `params` (fnmatch) train with their own LR/weight decay."""
+
+    params: str = Field(min_length=1, description="parameter-name pattern, e.g. 'encoder.*'")
+    lr: float | None = Field(None, gt=0, description="this group's peak LR (the schedule scales it)")
+    weight_decay: float | None = Field(None, ge=0)
 
 
 class OptimConfig(Section):
@@ -21,6 +29,8 @@ class OptimConfig(Section):
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
+    groups: list[ParamGroupConfig] = Field(default_factory=list, description="per-pattern LR / weight "
+                                           "decay; the first matching group wins, the rest use lr")
 
     @model_validator(mode="after")
     def _check(self) -> OptimConfig:
@@ -75,3 +85,13 @@ class TrainConfig(Section):
         "auto", description="auto: single for one process, ddp for more (launch with --nproc or torchrun)")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
     dist_timeout_s: float = Field(600.0, gt=0, description="longest wait on a collective before the job fails")
+    freeze: list[str] = Field(default_factory=list, description="parameter-name patterns (fnmatch) "
+                              "kept fixed, e.g. 'features.*'")
+    unfreeze_at_epoch: int | None = Field(None, ge=1, description="epoch (counted from 0) from which "
+                                          "the frozen parameters train too")
+
+    @model_validator(mode="after")
+    def _check_freeze(self) -> TrainConfig:
+        if self.unfreeze_at_epoch is not None and not self.freeze:
+            raise ValueError("unfreeze_at_epoch needs train.freeze patterns to unfreeze")
+        return self

@@ -54,6 +54,7 @@ from ember.training.optim import build_optimizer
 from ember.training.progress import Reporter
 from ember.training.schedule import lr_at
 from ember.training.train_state import load_full_model_state, save_model_weights
+from ember.transfer.freeze import unfreeze_at
 from ember.weights import load_tensors
 
 __all__ = ["fit", "LoopState"]
@@ -158,6 +159,7 @@ def fit(
     try:
         while state.epoch < tc.epochs and state.step < loop.total_steps and not state.stopped_early and not stop:
             order = loop.plan.order(state.epoch)
+            unfreeze_at(model, state.epoch)  # train.unfreeze_at_epoch: frozen parameters join from here
             # This rank's micro-batches of each remaining step, built here or by workers.
             feed = loop.loader.steps(order, state.epoch, state.pos,
                                      min(steps_per_epoch, state.pos + loop.total_steps - state.step))
@@ -244,7 +246,7 @@ def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor,
     tc, env, model, optimizer, scaler = loop.cfg.train, loop.env, loop.model, loop.optimizer, loop.scaler
     loop.lr = lr_at(state.step, loop.total_steps, loop.cfg.optim.lr, loop.cfg.schedule)
     for group in optimizer.param_groups:
-        group["lr"] = loop.lr
+        group["lr"] = loop.lr * group.get("lr_scale", 1.0)  # optim.groups: own LR, same schedule
     world = env.world_size
     step_indices = loop.plan.global_indices(order, state.pos)
     # A rank left without samples (a short last step) still joins the gradient exchange, with

@@ -28,6 +28,7 @@ from ember.loading import read_config
 from ember.models.sampling import generate_ids
 from ember.runs import Run, atomic_write_text, lock_run, new_run_dir, open_run, unlock_run
 from ember.tasks import Task, for_info
+from ember.training.baselines import compute_baselines
 from ember.training.callbacks import Callback, resolve_callbacks
 from ember.training.device import check_precision, resolve_device
 from ember.training.distributed import (
@@ -43,6 +44,7 @@ from ember.training.loggers import MLflowLogger, TensorBoardLogger
 from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
 from ember.training.train_state import save_model_weights
+from ember.transfer import hooks as transfer
 from ember.weights import load_weights, sha256_file
 
 __all__ = ["train_session", "Trained", "prepare", "write_data_files", "config_for", "write_summary", "lm_sampler",
@@ -195,23 +197,26 @@ def _train_in(run: Run, cfg: ExperimentConfig, device: torch.device, bundle: Dat
         # A resumed run keeps the files it was trained with: rewriting them before the
         # checkpoint is known to fit would damage a run whose config was edited.
         write_data_files(run, bundle)
+    reporter = Reporter(quiet=quiet, enabled=verbose and env.is_main)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     if model is None:
         model = models.build(cfg.model, bundle.info)
     model = model.to(device)
+    # model.init_from, model.lora, train.freeze (recorded in the run's transfer.json)
+    model = transfer.prepare(model, cfg, bundle.info, run, env.is_main, env.world_size, reporter.message)
     if env.rank > 0:  # dropout masks differ between ranks (rank 0 keeps the one-process stream)
         torch.manual_seed(cfg.train.seed + 1_000_003 * env.rank)
     task = for_info(bundle.info)
-    reporter = Reporter(quiet=quiet, enabled=verbose and env.is_main)
     place = f", {env.world_size} processes ({strategy})" if env.distributed else ""
     reporter.message(
-        f"{cfg.recipe}: {models.count_parameters(model):,} parameters, data {bundle.sizes()}, "
+        f"{cfg.recipe}: {transfer.describe_parameters(model)}, data {bundle.sizes()}, "
         f"device {device.type}{place}, run {run.path}"
     )
     train_model = parallelize(model, strategy, env, device, cfg.train.precision, cfg.train.activation_checkpointing)
     sampler = lm_sampler(bundle, cfg.train.seed, device) if task.name == "lm" and bundle.tokenizer else None
     state = fit(train_model, bundle, task, cfg, run, device, resume=resumed, reporter=reporter,
                 on_validate=sampler, env=env, strategy=strategy, callbacks=callbacks)
+    transfer.finish(model, run, env.is_main)  # LoRA: adapters kept, then merged into the weights
     save_model_weights(train_model, run.weights, env.is_main)  # collective under FSDP
     if strategy == "fsdp" and env.is_main:
         model = models.build(cfg.model, bundle.info).to(device)  # a whole copy to score
@@ -266,6 +271,7 @@ def write_summary(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: Dat
         "strategy": strategy,
         "class_names": list(bundle.info.class_names),
         "weights_sha256": sha256_file(run.weights),
+        **transfer.summary_fields(run),
     }
     if cfg.plugins:
         summary["plugins"] = {k: v.model_dump() for k, v in cfg.plugins.items()}
@@ -279,5 +285,6 @@ def write_summary(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: Dat
         metrics = evaluate_split(model, dataset, task, device, cfg.data.eval_batch_size, cfg.train.precision)
         if metrics:
             summary[split] = metrics
+    summary["baselines"] = compute_baselines(bundle, task)  # same splits, same metrics
     atomic_write_text(run.summary, json.dumps(summary, indent=2))
     return summary

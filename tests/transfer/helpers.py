@@ -1,0 +1,86 @@
+"""Tiny Hugging Face checkpoints built locally (random weights, no download) for the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_TEXT = ("def read(path):\n    with open(path) as f:\n        return f.read()\n"
+         "import json, os\nclass Handler(object):\n    def handle(self, request): return None\n") * 20
+
+
+def tiny_bert(folder: Path) -> Path:
+    """A 2-layer BERT with a WordPiece tokenizer fitted on a little code: config, safetensors, tokenizer."""
+    import torch
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import BertConfig, BertModel
+
+    if (folder / "config.json").is_file():
+        return folder
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator([_TEXT], trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials,
+                                                               show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
+    BertModel(cfg).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_gpt2(folder: Path) -> Path:
+    """A 2-layer GPT-2 (random weights) with a byte-level BPE tokenizer: config, safetensors, tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if (folder / "config.json").is_file():
+        return folder
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([_TEXT], trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    GPT2LMHeadModel(cfg).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
+    """Overrides pointing the transfer recipes at tiny local sources (encoder dir, base runs)."""
+    import ember
+
+    if recipe in ("stdlib-modules-minilm", "stdlib-modules-minilm-lora"):
+        bert = tiny_bert(tmp_path / "bert")
+        return [f"model.path={bert}", f"data.tokenizer_from={bert}", "data.max_len=32"]
+    quiet = [f"log.runs_dir={tmp_path / 'base'}", "log.report=false", "train.max_steps=2", "train.epochs=1"]
+    if recipe == "digits-cnn-transfer":
+        base = ember.train("digits-cnn-0to4", [*quiet, "model.channels=[4,8]", "model.hidden=[16]"], verbose=False)
+        return [f"model.init_from={base.path}", "model.channels=[4,8]", "model.hidden=[16]"]
+    if recipe == "stdlib-char-gpt-lora":
+        tiny = ["data.block_size=32", "model.n_layer=1", "model.n_embd=32"]
+        base = ember.train("stdlib-char-gpt", [*quiet, *tiny, "data.max_chars=120000"], verbose=False)
+        notes = tmp_path / "notes"  # several files: the splits are made by file
+        notes.mkdir()
+        for i in range(10):
+            (notes / f"note{i}.txt").write_text(_TEXT.replace("path", f"path{i}"))
+        return [*tiny, f"model.init_from={base.path}", f"data.tokenizer_from={base.path}", f"data.paths=[{notes}]"]
+    return []
