@@ -47,7 +47,7 @@ def read_config(run: Run) -> ExperimentConfig:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RunError(f"'{run.config}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
-        raise RunError(f"'{run.config}' is not a run config (expected a mapping, got {type(raw).__name__})")
+        raise RunError(f"'{run.config}' should hold a mapping of config sections, got {type(raw).__name__}")
     return from_dict(raw)
 
 
