@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from ember import __version__
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError
+from ember.recommend import cli as recommend_cli
 
 __all__ = ["main", "build_parser"]
 
@@ -126,6 +127,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     _train_parser(sub)
     _run_parsers(sub)
+    recommend_cli.add_parser(sub)
     return p, dict(sub.choices)
 
 
@@ -279,7 +281,7 @@ def _recipes(args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
-    "runs": _runs, "recipes": _recipes,
+    "runs": _runs, "recipes": _recipes, "recommend": recommend_cli.run,
 }
 
 

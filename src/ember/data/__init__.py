@@ -27,6 +27,7 @@ from ember.data.config import (
     TabularConfig,
     XorConfig,
 )
+from ember.data.rec_config import InteractionsCsvConfig, MovieLensConfig
 from ember.data.text_config import (
     AddingConfig,
     CopyConfig,
@@ -58,7 +59,9 @@ DataConfig = Annotated[
     | CsvSeriesConfig
     | AddingConfig
     | CopyConfig
-    | ObjectDataConfig,
+    | ObjectDataConfig
+    | MovieLensConfig
+    | InteractionsCsvConfig,
     Field(discriminator="name"),
 ]
 
@@ -84,6 +87,8 @@ SOURCES: dict[str, str] = {
     "adding": "ember.data.series:load_adding",
     "copy": "ember.data.series:load_copy",
     "object": "ember.data.objects:refuse_rebuild",
+    "movielens": "ember.data.ratings:load_interactions",
+    "interactions_csv": "ember.data.ratings:load_interactions",
 }
 
 # What `ember plan` assumes for sources whose files may be absent: (info, train size).

@@ -20,6 +20,7 @@ from ember.models.cnn import CNNConfig, build_cnn
 from ember.models.common import count_parameters
 from ember.models.gpt import GPTConfig, build_gpt
 from ember.models.mlp import MLPConfig, build_mlp
+from ember.models.recommender import MFConfig, TwoTowerConfig, build_mf, build_two_tower
 from ember.models.rnn import RNNConfig, build_rnn
 from ember.models.transformer import TransformerConfig, build_transformer
 from ember.section import Section
@@ -34,7 +35,8 @@ class ObjectModelConfig(Section):
 
 
 ModelConfig = Annotated[
-    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | ObjectModelConfig,
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | ObjectModelConfig | MFConfig
+    | TwoTowerConfig,
     Field(discriminator="name"),
 ]
 
@@ -44,6 +46,8 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "rnn": build_rnn,
     "transformer": build_transformer,
     "gpt": build_gpt,
+    "mf": build_mf,
+    "two_tower": build_two_tower,
 }
 
 

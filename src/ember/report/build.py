@@ -16,6 +16,7 @@ from ember import data as data_mod
 from ember.data.bundle import DataBundle
 from ember.loading import load_run
 from ember.models.attention import has_attention, record_attention
+from ember.report.baseline import baseline_section
 from ember.report.html import write_report
 from ember.report.plots import Examples
 from ember.report.sections import attention_section, forecast_section, lm_samples_section
@@ -72,6 +73,9 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
         maps = [m[0].numpy() for m in record_attention(model, x)]  # (H, T, T) per layer
         if maps:
             sections.append(attention_section(run, maps, _tokens(bundle, x[0].tolist())))
+    baseline = baseline_section(run)  # e.g. popularity beside a recommender
+    if baseline:
+        sections.append(baseline)
     sections.extend(run.tool_sections())  # what explain, compress, ... wrote into the run
     return write_report(run, examples, sections)
 
