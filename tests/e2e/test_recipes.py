@@ -30,6 +30,8 @@ TINY: dict[str, list[str]] = {
     "stdlib-modules-lstm": ["data.per_class=8", "data.max_len=32", "model.hidden_size=8"],
     "sunspots-lstm": ["model.hidden_size=8"],
     "adding-gru": ["data.n_samples=200", "model.hidden_size=8"],
+    "movielens-mf": ["model.dim=4"],
+    "movielens-two-tower": ["model.dim=8", "model.hidden=[8]", "model.out_dim=8", "data.negatives=4"],
 }
 
 

@@ -43,5 +43,6 @@ def rec_runs(tmp_path_factory: pytest.TempPathFactory, interactions: Path) -> di
     common = [f"log.runs_dir={root}", *TINY, *data]
     rating = ember.train("movielens-mf", [*common, "train.epochs=3", "model.dim=8"], verbose=False)
     ranking = ember.train("movielens-two-tower", [*common, "train.epochs=3", "model.dim=8", "model.hidden=[16]",
-                                                  "model.out_dim=8", "data.negatives=4"], verbose=False)
+                                                  "model.out_dim=8", "data.negatives=4",
+                                                  "model.user_features=false", "model.item_features=false"], verbose=False)
     return {"rating": rating.path, "ranking": ranking.path}
