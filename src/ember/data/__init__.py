@@ -28,6 +28,7 @@ from ember.data.config import (
     XorConfig,
 )
 from ember.data.rec_config import InteractionsCsvConfig, MovieLensConfig
+from ember.data.speech_config import AudioFolderConfig, SpokenDigitsConfig
 from ember.data.text_config import (
     AddingConfig,
     CopyConfig,
@@ -61,7 +62,9 @@ DataConfig = Annotated[
     | CopyConfig
     | ObjectDataConfig
     | MovieLensConfig
-    | InteractionsCsvConfig,
+    | InteractionsCsvConfig
+    | SpokenDigitsConfig
+    | AudioFolderConfig,
     Field(discriminator="name"),
 ]
 
@@ -89,6 +92,8 @@ SOURCES: dict[str, str] = {
     "object": "ember.data.objects:refuse_rebuild",
     "movielens": "ember.data.ratings:load_interactions",
     "interactions_csv": "ember.data.ratings:load_interactions",
+    "spoken_digits": "ember.data.speech:load_spoken_digits",
+    "audio_folder": "ember.data.speech:load_audio_folder",
 }
 
 # What `ember plan` assumes for sources whose files may be absent: (info, train size).

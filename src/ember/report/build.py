@@ -16,6 +16,7 @@ from ember import data as data_mod
 from ember.data.bundle import DataBundle
 from ember.loading import load_run
 from ember.models.attention import has_attention, record_attention
+from ember.report.audio import misclassified_section
 from ember.report.baseline import baseline_section
 from ember.report.html import write_report
 from ember.report.plots import Examples
@@ -59,6 +60,8 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
     has_test = len(bundle.test) > 0
     if info.input_kind == "image" and task.name == "classification" and has_test and n > 0:
         examples = _examples(model, bundle, device, n)
+    if info.input_kind == "audio" and task.name == "classification" and has_test:
+        sections.append(misclassified_section(run, model, bundle, device))
     samples = lm_samples_section(run)
     if samples:
         sections.append(samples)

@@ -2,7 +2,7 @@
 
     GET  /health          liveness (no key needed)
     GET  /v1/model        task, classes, input schema, run
-    POST /v1/predict      {"inputs": item | [items]}: numbers, base64 images or text
+    POST /v1/predict      {"inputs": item | [items]}: numbers, base64 images, base64 WAV/FLAC or text
     POST /v1/generate     language models: text, or server-sent events with "stream": true
     POST /v1/recommend    recommendation runs: {"user": "42", "k": 10} -> the top-k unseen items
     GET  /metrics         Prometheus text: requests, errors, latency, batch sizes
@@ -95,6 +95,20 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any) -> torch.Tensor:
 
         try:
             return interaction_input(item, info)
+        except EmberError as exc:
+            raise HTTPException(400, str(exc)) from None
+    if kind == "audio":  # {"audio": "<base64 WAV or FLAC>"}
+        data = item.get("audio") if isinstance(item, dict) else item
+        if not isinstance(data, str):
+            raise HTTPException(400, "audio models take {'audio': '<base64 WAV or FLAC>'} items")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(400, "'audio' is not valid base64") from None
+        from ember.data.audio import clip_input
+
+        try:
+            return clip_input(io.BytesIO(raw), info, name="upload")
         except EmberError as exc:
             raise HTTPException(400, str(exc)) from None
     if kind == "image":
