@@ -65,6 +65,8 @@ def test_spoken_digits_split_by_speaker_cache_and_checksums(tmp_path: Path, monk
     again = load_spoken_digits(cfg, seed=0)
     assert torch.equal(again.test.x, b.test.x)  # deterministic, and read from the cache
     clip = tmp_path / "spoken_digits" / manifest["clips"][0]["file"]
-    clip.write_bytes(clip.read_bytes()[:-10] + b"\x00" * 10)
+    data = bytearray(clip.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the samples
+    clip.write_bytes(bytes(data))
     with pytest.raises(DataError, match="fails its sha256 check"):
         load_spoken_digits(cfg, seed=0)

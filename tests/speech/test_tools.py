@@ -12,7 +12,6 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
-
 from ember.data.bundle import DataInfo
 from ember.models import build
 from ember.models.rnn import RNNConfig
