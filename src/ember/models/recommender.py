@@ -179,6 +179,10 @@ class TwoTower(nn.Module):
         if items is None:
             v = self.item_tower(self.items.all())[None]  # (1, I, D)
             bias = self.item_bias.weight.T  # (1, I)
+        elif items.numel() > self.items.ids.num_embeddings:
+            # More candidates than items (sampled negatives): run the tower once per item, then gather.
+            v = self.item_tower(self.items.all())[items]  # (B, C, D)
+            bias = self.item_bias(items)[..., 0]  # (B, C)
         else:
             v = self.item_tower(self.items(items))  # (B, C, D)
             bias = self.item_bias(items)[..., 0]  # (B, C)
