@@ -41,7 +41,8 @@ def rec_runs(tmp_path_factory: pytest.TempPathFactory, interactions: Path) -> di
     root = tmp_path_factory.mktemp("rec-runs")
     data = ["data.name=interactions_csv", f"data.path={interactions}", f"data.items={interactions.parent / 'items.csv'}"]
     common = [f"log.runs_dir={root}", *TINY, *data]
-    rating = ember.train("movielens-mf", [*common, "train.epochs=3", "model.dim=8"], verbose=False)
+    rating = ember.train("movielens-mf", [*common, "train.epochs=3", "model.dim=8", "model.user_features=false",
+                                            "model.item_features=false"], verbose=False)
     ranking = ember.train("movielens-two-tower", [*common, "train.epochs=3", "model.dim=8", "model.hidden=[16]",
                                                   "model.out_dim=8", "data.negatives=4",
                                                   "model.user_features=false", "model.item_features=false"], verbose=False)
