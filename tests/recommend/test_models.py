@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,3 +74,15 @@ def test_l2_hook_equals_an_explicit_penalty() -> None:
     (torch.nn.functional.mse_loss(out, y) + 0.4 / 2 * reg / len(x)).backward()
     for a, b in zip(penalised.parameters(), plain.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [
+    MFConfig(dim=4, dropout=0.5, user_features=True, item_features=True),
+    TwoTowerConfig(dim=4, hidden=[8], out_dim=4, dropout=0.5, interaction="mlp", user_features=True,
+                   item_features=True),
+], ids=["mf", "two_tower"])
+def test_model_contract(cfg: MFConfig | TwoTowerConfig, tmp_path: Path) -> None:
+    from tests.models.contract import check_model_contract
+
+    x = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4], [4, 6]])  # (user, item) pairs
+    check_model_contract(cfg, _info(), x, (5, 1), tmp_path)
