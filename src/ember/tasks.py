@@ -16,8 +16,9 @@ import torchmetrics
 from torch import Tensor
 
 from ember.data.bundle import DataInfo
+from ember.retrieval import TopKMetrics, mask_seen
 
-__all__ = ["Task", "Classification", "Regression", "Forecast", "LanguageModeling", "for_info"]
+__all__ = ["Task", "Classification", "Regression", "Forecast", "LanguageModeling", "Ranking", "for_info"]
 
 IGNORE_INDEX = -100  # targets with this value (padding, unscored positions) carry no loss
 
@@ -193,6 +194,40 @@ class LanguageModeling(Task):
                 for p, i in zip(top.values, top.indices)]
 
 
+class Ranking(Task):
+    """Recommend items: softmax cross-entropy of the relevant item against the other candidates.
+
+    Targets are dense (rows x candidates): 1 the relevant item, -1 a candidate left out (seen
+    in training, or the same item drawn as a negative), 0 another candidate. Training rows
+    carry the positive and its sampled negatives (a sampled softmax); evaluation rows carry the
+    whole catalogue, so the loss is the full softmax and the metrics (Recall@k, NDCG@k,
+    HitRate@k, see `ember.retrieval`) rank every item the user has not seen.
+    """
+
+    name = "ranking"
+    primary_metric = "ndcg_at_10"
+    primary_mode = "max"
+    k = 10
+
+    def loss_sum(self, output: Tensor, target: Tensor) -> Tensor:
+        logp = torch.log_softmax(mask_seen(output, target), dim=-1)  # (B, C)
+        return -torch.where(target > 0, logp, torch.zeros_like(logp)).sum()
+
+    def count(self, target: Tensor) -> int:
+        return int((target > 0).sum())
+
+    def metrics(self) -> torchmetrics.MetricCollection:
+        return torchmetrics.MetricCollection(
+            {f"{m}_at_{self.k}": TopKMetrics(m, self.k) for m in ("recall", "ndcg", "hit_rate")}
+        )
+
+    def predict(self, output: Tensor) -> list[dict[str, Any]]:
+        ids = self.info.extra.get("item_ids") or [str(i) for i in range(output.shape[-1])]
+        top = output.float().topk(min(self.k, output.shape[-1]), dim=-1)
+        return [{"items": [ids[int(i)] for i in idx], "scores": [round(float(v), 6) for v in val]}
+                for val, idx in zip(top.values, top.indices)]
+
+
 # Metrics are computed where they are updated: each process of a multi-process job scores a
 # whole split itself, so torchmetrics must not wait to gather states from the other ranks.
 _LOCAL: dict[str, Any] = {"sync_on_compute": False}
@@ -229,5 +264,6 @@ def for_info(info: DataInfo) -> Task:
         "regression": Regression,
         "forecast": Forecast,
         "lm": LanguageModeling,
+        "ranking": Ranking,
     }
     return tasks[info.task](info)

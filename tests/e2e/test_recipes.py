@@ -4,6 +4,7 @@ small files the test writes)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,12 @@ TINY: dict[str, list[str]] = {
     "stdlib-char-gpt-lora": ["data.batch_size=8"],
     "sunspots-lstm": ["model.hidden_size=8"],
     "adding-gru": ["data.n_samples=200", "model.hidden_size=8"],
+    "movielens-mf": ["model.dim=4"],
+    "movielens-two-tower": ["model.dim=8", "model.hidden=[8]", "model.out_dim=8", "data.negatives=4"],
+    "spoken-digits-cnn": ["data.voices=[en-us]", "data.variants=[f1,m1,m3,f3]", "model.channels=[4]",
+                          "model.hidden=[8]", "data.batch_size=8"],
+    "spoken-digits-gru": ["data.voices=[en-us]", "data.variants=[f1,m1,m3,f3]", "model.hidden_size=8",
+                          "data.batch_size=8"],
 }
 
 
@@ -52,6 +59,10 @@ def _files(tmp_path: Path) -> list[str]:
 def test_recipe_runs(recipe: str, tmp_path: Path) -> None:
     extra = _files(tmp_path) if recipe in ("mnist-cnn", "cifar10-cnn") else []
     extra += recipe_sources(recipe, tmp_path)  # transfer recipes: a tiny encoder dir or base run
+    if recipe.startswith("spoken-digits"):
+        if shutil.which("espeak-ng") is None:
+            pytest.skip("espeak-ng not installed (make speech installs it)")
+        extra += [f"data.root={tmp_path}"]
     overrides = ["train.max_steps=3", "train.epochs=1", f"log.runs_dir={tmp_path / 'runs'}",
                  "log.image_grid=4", *TINY.get(recipe, []), *extra]
     cfg = load(recipe, overrides)

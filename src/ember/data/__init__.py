@@ -27,6 +27,8 @@ from ember.data.config import (
     TabularConfig,
     XorConfig,
 )
+from ember.data.rec_config import InteractionsCsvConfig, MovieLensConfig
+from ember.data.speech_config import AudioFolderConfig, SpokenDigitsConfig
 from ember.data.table_config import TableConfig
 from ember.data.text_config import (
     AddingConfig,
@@ -60,7 +62,11 @@ DataConfig = Annotated[
     | AddingConfig
     | CopyConfig
     | ObjectDataConfig
-    | TableConfig,
+    | TableConfig
+    | MovieLensConfig
+    | InteractionsCsvConfig
+    | SpokenDigitsConfig
+    | AudioFolderConfig,
     Field(discriminator="name"),
 ]
 
@@ -88,6 +94,10 @@ SOURCES: dict[str, str] = {
     "object": "ember.data.objects:refuse_rebuild",
     "parquet": "ember.data.tables:load_table",
     "jsonl": "ember.data.tables:load_table",
+    "movielens": "ember.data.ratings:load_interactions",
+    "interactions_csv": "ember.data.ratings:load_interactions",
+    "spoken_digits": "ember.data.speech:load_spoken_digits",
+    "audio_folder": "ember.data.speech:load_audio_folder",
 }
 
 # What `ember plan` assumes for sources whose files may be absent: (info, train size).

@@ -140,6 +140,13 @@ def _render(n: int, x: torch.Tensor, attrs: list[Attribution], info: Any, bundle
         image = (x[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
         return _img(image_row(image[..., 0] if image.shape[-1] == 1 else image, attrs, title,
                               out_dir / f"example_{n}.png"))
+    if info.input_kind == "audio":  # the spectrogram scaled to [0, 1], low frequencies at the bottom
+        from dataclasses import replace
+
+        spec = x[0, 0].numpy()
+        spec = (spec - spec.min()) / max(float(spec.max() - spec.min()), 1e-6)
+        flipped = [replace(a, values=np.flipud(a.values)) for a in attrs]
+        return _img(image_row(np.flipud(spec), flipped, title, out_dir / f"example_{n}.png"))
     if info.input_kind == "series":
         window = x[0, :, 0].numpy() * info.std[0] + info.mean[0] if info.mean else x[0, :, 0].numpy()
         return _img(series_plot(window, attrs, title, out_dir / f"example_{n}.png"))

@@ -41,8 +41,8 @@ def _baseline(x: Tensor, info: DataInfo) -> Tensor:
 
 def _reduce(attr: Tensor, info: DataInfo) -> np.ndarray:
     a = attr.detach().float()[0]
-    if info.input_kind == "image":
-        return a.sum(0).numpy()  # (C, H, W) -> (H, W)
+    if info.input_kind in ("image", "audio"):
+        return a.sum(0).numpy()  # (C, H, W) -> (H, W); audio: (1, mels, frames) -> (mels, frames)
     if info.input_kind == "series":
         return a.sum(-1).numpy()  # (T, F) -> (T,)
     if a.ndim == 2:  # token embeddings (T, E) -> (T,)

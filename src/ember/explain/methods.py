@@ -46,6 +46,9 @@ def applicable(info: DataInfo, model: nn.Module) -> list[str]:
         return ["shap", "integrated_gradients", "saliency"]
     if kind == "series":
         return ["integrated_gradients", "saliency", "occlusion"]
+    if kind == "audio":  # over the log-mel spectrogram
+        methods = ["saliency", "integrated_gradients"]
+        return methods + (["gradcam"] if last_conv(model) is not None else [])
     return []
 
 

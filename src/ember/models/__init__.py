@@ -21,6 +21,7 @@ from ember.models.common import ModelSection, count_parameters
 from ember.models.gpt import GPTConfig, build_gpt
 from ember.models.hf_encoder import HFEncoderConfig, build_hf_encoder
 from ember.models.mlp import MLPConfig, build_mlp
+from ember.models.recommender import MFConfig, TwoTowerConfig, build_mf, build_two_tower
 from ember.models.rnn import RNNConfig, build_rnn
 from ember.models.transformer import TransformerConfig, build_transformer
 from ember.section import Section
@@ -37,7 +38,8 @@ class ObjectModelConfig(ModelSection):
 
 
 ModelConfig = Annotated[
-    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig | ObjectModelConfig,
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig | ObjectModelConfig
+    | MFConfig | TwoTowerConfig,
     Field(discriminator="name"),
 ]
 
@@ -48,6 +50,8 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "transformer": build_transformer,
     "gpt": build_gpt,
     "hf_encoder": build_hf_encoder,
+    "mf": build_mf,
+    "two_tower": build_two_tower,
 }
 
 

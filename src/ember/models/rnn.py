@@ -72,6 +72,13 @@ def lstm_reference(x: Tensor, cell: LSTMCellReference, h0: Tensor | None = None,
     return torch.stack(outputs, dim=1), (h, c)
 
 
+class _Frames(nn.Module):
+    """(B, 1, mels, frames) -> (B, frames, mels)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, 0].transpose(1, 2)
+
+
 class RNNModel(nn.Module):
     """Tokens (B, T) or series (B, T, F) -> per-step logits (lm) or one output per sequence."""
 
@@ -84,6 +91,9 @@ class RNNModel(nn.Module):
         if self.tokens:
             self.embed: nn.Module = nn.Embedding(int(info.extra["vocab_size"]), cfg.embed_dim)
             in_size = cfg.embed_dim
+        elif info.input_kind == "audio":  # a log-mel spectrogram read as a sequence of mel frames
+            self.embed = _Frames()
+            in_size = int(info.input_shape[1])
         else:
             self.embed = nn.Identity()
             in_size = int(info.input_shape[-1])
@@ -160,8 +170,8 @@ class RNNModel(nn.Module):
 
 
 def build_rnn(cfg: RNNConfig, info: DataInfo) -> RNNModel:
-    if info.input_kind not in ("tokens", "series"):
-        raise ConfigError(f"model.name: 'rnn' needs token or series inputs, not {info.input_kind}; use mlp or cnn")
+    if info.input_kind not in ("tokens", "series", "audio"):
+        raise ConfigError(f"model.name: 'rnn' needs token, series or audio inputs, not {info.input_kind}; use mlp or cnn")
     if info.task == "lm" and cfg.bidirectional:
         raise ConfigError("model.bidirectional: a language model cannot read the future; set it to false")
     return RNNModel(cfg, info)

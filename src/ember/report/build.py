@@ -16,6 +16,8 @@ from ember import data as data_mod
 from ember.data.bundle import DataBundle
 from ember.loading import load_run
 from ember.models.attention import has_attention, record_attention
+from ember.report.audio import misclassified_section
+from ember.report.baseline import baseline_section
 from ember.report.html import write_report
 from ember.report.plots import Examples
 from ember.report.sections import attention_section, forecast_section, lm_samples_section
@@ -58,6 +60,8 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
     has_test = len(bundle.test) > 0
     if info.input_kind == "image" and task.name == "classification" and has_test and n > 0:
         examples = _examples(model, bundle, device, n)
+    if info.input_kind == "audio" and task.name == "classification" and has_test:
+        sections.append(misclassified_section(run, model, bundle, device))
     samples = lm_samples_section(run)
     if samples:
         sections.append(samples)
@@ -72,6 +76,9 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
         maps = [m[0].numpy() for m in record_attention(model, x)]  # (H, T, T) per layer
         if maps:
             sections.append(attention_section(run, maps, _tokens(bundle, x[0].tolist())))
+    baseline = baseline_section(run)  # e.g. popularity beside a recommender
+    if baseline:
+        sections.append(baseline)
     sections.extend(run.tool_sections())  # what explain, compress, ... wrote into the run
     return write_report(run, examples, sections)
 

@@ -2,8 +2,9 @@
 
     GET  /health          liveness (no key needed)
     GET  /v1/model        task, classes, input schema, run
-    POST /v1/predict      {"inputs": item | [items]}: numbers, base64 images or text
+    POST /v1/predict      {"inputs": item | [items]}: numbers, base64 images, base64 WAV/FLAC or text
     POST /v1/generate     language models: text, or server-sent events with "stream": true
+    POST /v1/recommend    recommendation runs: {"user": "42", "k": 10} -> the top-k unseen items
     GET  /metrics         Prometheus text: requests, errors, latency, batch sizes
 """
 
@@ -65,6 +66,12 @@ class GenerateRequest(BaseModel):
     seed: int = 0
     stop: list[str] | None = None
     stream: bool = False
+
+
+class RecommendRequest(BaseModel):
+    user: str | int = Field(..., description="a user id as in the run's interactions file")
+    k: int = Field(10, ge=1, le=1000)
+    exclude_seen: bool = True
 
 
 def _runner(loaded: Any, runtime: str) -> Any:
@@ -129,6 +136,27 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any, budget: _Budget) -> torc
     """One request item -> a (1, ...) input tensor, or HTTP 4xx saying what was expected."""
     info = loaded.info
     kind = info.input_kind
+    if kind == "interactions":
+        from ember.recommend.topk import interaction_input
+
+        try:
+            return interaction_input(item, info)
+        except EmberError as exc:
+            raise HTTPException(400, str(exc)) from None
+    if kind == "audio":  # {"audio": "<base64 WAV or FLAC>"}
+        data = item.get("audio") if isinstance(item, dict) else item
+        if not isinstance(data, str):
+            raise HTTPException(400, "audio models take {'audio': '<base64 WAV or FLAC>'} items")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(400, "'audio' is not valid base64") from None
+        from ember.data.audio import clip_input
+
+        try:
+            return clip_input(io.BytesIO(raw), info, name="upload")
+        except EmberError as exc:
+            raise HTTPException(400, str(exc)) from None
     if kind == "image":
         data = item.get("image") if isinstance(item, dict) else item
         if not isinstance(data, str):
@@ -320,6 +348,28 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
             return {"label": label, "saliency": (attr.values / peak).round(4).tolist()}
 
         return await run_in_threadpool(saliency)
+
+    recommender: list[Any] = []  # built on the first request: it reads the run's interactions
+
+    @app.post("/v1/recommend", responses=ERRORS)
+    async def recommend(body: RecommendRequest) -> dict[str, Any]:
+        """The `k` best items for a user that the user has not interacted with yet."""
+        if loaded.info.input_kind != "interactions" or runtime != "torch":
+            raise HTTPException(400, "recommend needs a recommendation run served with --runtime torch")
+        from starlette.concurrency import run_in_threadpool
+
+        from ember.recommend.topk import Recommender
+
+        def top() -> list[dict[str, Any]]:
+            if not recommender:
+                recommender.append(Recommender(loaded))
+            return recommender[0].top_k(body.user, body.k, body.exclude_seen)
+
+        try:
+            items = await run_in_threadpool(top)
+        except EmberError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"user": str(body.user), "items": items}
 
     @app.get("/metrics", response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, 401: ERRORS[401]})

@@ -273,6 +273,8 @@ def write_summary(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: Dat
         "weights_sha256": sha256_file(run.weights),
         **transfer.summary_fields(run),
     }
+    if "baseline" in bundle.info.extra:  # e.g. popularity, beside a recommender's own figures
+        summary["baseline"] = bundle.info.extra["baseline"]
     if cfg.plugins:
         summary["plugins"] = {k: v.model_dump() for k, v in cfg.plugins.items()}
     for split in ("train", "val", "test"):
