@@ -9,6 +9,7 @@ imports what it needs when it runs. `key=value` overrides may stand anywhere on 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import sys
@@ -19,7 +20,7 @@ from typing import Any, NoReturn
 from ember import __version__
 from ember.cli_args import unescape
 from ember.compress.cli import add_compress_parser
-from ember.errors import ConfigError, EmberError, did_you_mean, show_ember_warnings
+from ember.errors import ConfigError, EmberError, show_ember_warnings
 from ember.recommend import cli as recommend_cli
 from ember.textbook.parser import add_parser as add_textbook_parser
 from ember.transfer import cli as transfer_cli
@@ -40,7 +41,9 @@ class _Parser(argparse.ArgumentParser):
         if choice:
             got = choice.group(2).strip("'")
             valid = [v.strip(" '") for v in choice.group(3).split(",")]
-            message = f"{choice.group(1)}: got '{got}'; {did_you_mean(got, valid)}"
+            close = difflib.get_close_matches(got, valid, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            message = f"{choice.group(1)}: got '{got}'; valid: {', '.join(valid)}{hint}"
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 

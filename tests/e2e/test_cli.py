@@ -88,14 +88,14 @@ def _assert_user_error(proc, *needles: str) -> None:  # noqa: ANN001
     [
         (["train", "digits-cn"], ["unknown recipe 'digits-cn'", "did you mean 'digits-cnn'"]),
         (["train", "train.epoch=2"], ["train.epoch: unknown key", "did you mean 'epochs'"]),
-        (["train", "model.name=resnet"], ["model.name: unknown model 'resnet'", "valid: cnn, gpt, mlp, rnn, transformer"]),
+        (["train", "model.name=resnet"], ["model.name: unknown model 'resnet'", "valid: cnn, gpt, hf_encoder, mf, mlp, rnn, transformer, two_tower"]),
         (["train", "data.name=mnistt"], ["data.name: unknown dataset 'mnistt'", "did you mean 'mnist'"]),
         (["train", "data.batch_size=0"], ["data.batch_size: got 0"]),
         (["train", "mnist-cnn", "data.root=/nonexistent"], ["download"]),
         (["evaluate", "/no/such/run"], ["does not exist"]),
         (["evaluate", "."], ["not a run directory"]),
         (["train", "--resume", "/no/such/run"], ["does not exist"]),
-        (["frobnicate"], ["got 'frobnicate'; valid: compress, evaluate"]),
+        (["frobnicate"], ["got 'frobnicate'; valid: train, evaluate"]),
     ],
 )
 def test_user_errors_exit_2_in_one_line(args: list[str], needles: list[str], tmp_path: Path) -> None:

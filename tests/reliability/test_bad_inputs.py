@@ -211,7 +211,9 @@ def test_bf16_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # fp16 needs CUDA in Ember; the scaler's bookkeeping is the same on the CPU, so the check is lifted here.
-    monkeypatch.setattr(ember.api, "check_precision", lambda precision, device: None)
+    import ember.training.session
+
+    monkeypatch.setattr(ember.training.session, "check_precision", lambda precision, device: None)
     cfg = [*TINY_XOR, "train.precision=fp16"]
     whole = ember.train("xor-mlp", cfg, run_dir=tmp_path / "whole", verbose=False).path
     last = json.loads((whole / "checkpoints" / "step-00000006" / "state.json").read_text())

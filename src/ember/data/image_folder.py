@@ -16,7 +16,7 @@ from torch import Tensor
 from ember.data.augment import MixAugment, PixelAugment
 from ember.data.bundle import DataBundle, DataInfo
 from ember.data.config import ImageFolderConfig
-from ember.data.images import IMAGE_SUFFIXES, make_augment, normalize
+from ember.data.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, make_augment, normalize
 from ember.data.lazy import ItemDataset
 from ember.data.splits import limit, split_indices
 from ember.errors import DataError
@@ -32,6 +32,8 @@ def decode_image(path: str, size: tuple[int, int], grayscale: bool) -> np.ndarra
         with Image.open(path) as img:
             img = img.convert("L" if grayscale else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image '{path}' is too large ({exc}); resize it first") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"cannot read image '{path}': {exc}") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -62,14 +64,20 @@ def scan_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def _check_header(path: str) -> None:
-    """Fail at start-up, not mid-training, on a file that is not an image (reads the header)."""
+    """Fail at start-up, not mid-training, on a file that is not an image or is too large to
+    decode (a decompression bomb): only the header is read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img.size  # noqa: B018 - parsing the header is the check
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image '{path}' is too large ({exc}); resize it first") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"cannot read image '{path}': {exc}") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"image '{path}' is {width}x{height} = {width * height} pixels; the limit is "
+                        f"{MAX_IMAGE_PIXELS}; resize it first")
 
 
 class ImageFolderDataset(ItemDataset):

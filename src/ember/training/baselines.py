@@ -64,6 +64,13 @@ def _constant(value: Tensor, bundle: DataBundle, task: Task) -> dict[str, Any]:
     return _score({s: value.expand(len(bundle.split(s)), *value.shape).clone() for s in _SPLITS}, bundle, task)
 
 
+def _targets(dataset: Any) -> torch.Tensor:
+    """A split's targets: all of them when held in memory; the first `_FIT_CAP` of a split read
+    from disk (streamed images, token files), so a baseline never loads a whole large split."""
+    y = dataset.y
+    return y if isinstance(y, torch.Tensor) else y[:_FIT_CAP]
+
+
 def _fit_rows(bundle: DataBundle) -> tuple[np.ndarray, np.ndarray]:
     x, y = bundle.train.x[:_FIT_CAP], bundle.train.y[:_FIT_CAP]
     return x.reshape(len(x), -1).float().numpy(), y.numpy()
@@ -91,7 +98,7 @@ def _logistic(features: Callable[[str], Any], fit_x: Any, fit_y: np.ndarray, k: 
 
 def _classification(bundle: DataBundle, task: Task) -> dict[str, Any]:
     k = bundle.info.num_outputs
-    counts = torch.bincount(bundle.train.y, minlength=k).float()
+    counts = torch.bincount(_targets(bundle.train).reshape(-1).long(), minlength=k).float()
     out = {"majority_class": _constant(torch.log((counts + 1e-3) / (counts.sum() + 1e-3 * k)), bundle, task)}
     if bundle.texts is not None:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -100,7 +107,8 @@ def _classification(bundle: DataBundle, task: Task) -> dict[str, Any]:
         fit_x = vec.fit_transform(bundle.texts["train"][:_FIT_CAP])
         fit_y = bundle.train.y[:_FIT_CAP].numpy()
         out["tfidf_logreg"] = _logistic(lambda s: vec.transform(bundle.texts[s]), fit_x, fit_y, k, bundle, task)
-    elif bundle.info.input_kind in ("tabular", "image"):
+    elif bundle.info.input_kind in ("tabular", "image") and isinstance(bundle.train.x, torch.Tensor):
+        # In-memory inputs only: scoring every val/test row of a streamed folder would read it all.
         fit_x, fit_y = _fit_rows(bundle)
 
         def rows(split: str) -> np.ndarray:
@@ -112,7 +120,7 @@ def _classification(bundle: DataBundle, task: Task) -> dict[str, Any]:
 
 
 def _regression(bundle: DataBundle, task: Task) -> dict[str, Any]:
-    y = bundle.train.y.float()
+    y = _targets(bundle.train).float()
     out = {"mean": _constant(y.reshape(len(y), -1).mean(0).reshape(y.shape[1:]), bundle, task)}
     if task.name != "forecast" or bundle.info.input_kind != "series":
         return out
@@ -130,7 +138,7 @@ def _regression(bundle: DataBundle, task: Task) -> dict[str, Any]:
 
 def _language_model(bundle: DataBundle, task: Task) -> dict[str, Any]:
     vocab = int(bundle.info.extra.get("vocab_size", bundle.info.num_outputs))
-    y = bundle.train.y.reshape(-1)
+    y = _targets(bundle.train).reshape(-1)
     y = y[y >= 0]  # ignored positions (IGNORE_INDEX) carry no token
     counts = torch.bincount(y, minlength=vocab)[:vocab].double() + 1.0  # add-one smoothing
     logp = torch.log(counts / counts.sum()).float()  # (V,)

@@ -226,7 +226,8 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
         loop.reporter.message("no complete checkpoint yet; restarting this run from step 0")
     elif resume:
         ckpt = load_checkpoint(loop.run.checkpoints)
-        restore_checkpoint(ckpt, loop.model, loop.optimizer, loop.env, sharded=loop.sharded)
+        # The config's strategy, not this job's: an FSDP run may resume in one process.
+        restore_checkpoint(ckpt, loop.model, loop.optimizer, loop.env, sharded=loop.cfg.train.strategy == "fsdp")
         state = LoopState(**ckpt.state["loop"])
         if loop.scaler is not None and "scaler" in ckpt.state:  # fp16: the loss scale it had reached
             loop.scaler.load_state_dict(ckpt.state["scaler"])
