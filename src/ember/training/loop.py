@@ -107,6 +107,7 @@ class _Loop:
     samples_acc: int = 0
     t_log: float = 0.0
     saved_at: int = -1
+    privacy: Any = None  # [privacy] ember.privacy.engine.PrivateTraining when train.privacy is set
 
     def fit_state(self, state: LoopState, checkpoint: Path | None = None) -> FitState:
         return FitState(step=state.step, epoch=state.epoch, total_steps=self.total_steps, loss=self.loss,
@@ -175,6 +176,8 @@ def fit(
     es = tc.early_stopping
     if es is not None and es.restore_best and loop.best_path.exists():
         load_full_model_state(model, load_tensors(loop.best_path))
+    if loop.privacy is not None:  # [privacy] privacy/budget.json + report section; Opacus's hooks off
+        loop.privacy.finish(loop.run, loop.env.is_main)
     loop.callbacks.fire("on_fit_end", lambda: loop.fit_state(state))
     return state
 
@@ -197,7 +200,7 @@ def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig
         raise ConfigError(f"train.early_stopping.metric: got '{es.metric}'; valid: "
                           f"{', '.join(sorted(task.metric_names()))}")
     amp = contextlib.nullcontext if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
-    return _Loop(
+    loop = _Loop(
         model=model, data=data, task=task, cfg=cfg, run=run, device=device, env=env,
         reporter=reporter or Reporter(enabled=False), callbacks=CallbackList(callbacks), plan=plan,
         total_steps=total_steps, optimizer=build_optimizer(model, cfg.optim),
@@ -205,6 +208,11 @@ def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig
         forward=torch.compile(model) if tc.compile else model, loss_fn=loss_fn, sharded=strategy == "fsdp",
         best_path=run.checkpoints / "best.safetensors", amp=amp, t_log=time.perf_counter(),
     )
+    if tc.privacy is not None:  # [privacy] DP-SGD wraps the model and optimizer (Opacus)
+        from ember.privacy.engine import PrivateTraining
+
+        loop.privacy = PrivateTraining.attach(loop)
+    return loop
 
 
 def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
@@ -219,6 +227,8 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
         ckpt = load_checkpoint(loop.run.checkpoints)
         restore_checkpoint(ckpt, loop.model, loop.optimizer, loop.env)
         state = LoopState(**ckpt.state["loop"])
+        if loop.privacy is not None:  # [privacy] the accountant's history
+            loop.privacy.load_state_dict(ckpt.state.get("privacy"))
         if loop.env.is_main:
             loop.run.truncate_metrics(state.step)
         saved_world = ckpt.state.get("world_size", 1)
@@ -231,6 +241,8 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
 
 def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor) -> None:
     """One optimizer step over this rank's share of the step's global batch."""
+    if loop.privacy is not None:  # [privacy] DP-SGD draws its own (Poisson) batch and owns the step
+        return loop.privacy.step(loop, state, order)
     tc, env, model, optimizer, scaler = loop.cfg.train, loop.env, loop.model, loop.optimizer, loop.scaler
     loop.lr = lr_at(state.step, loop.total_steps, loop.cfg.optim.lr, loop.cfg.schedule)
     for group in optimizer.param_groups:
@@ -317,8 +329,10 @@ def _checkpoint(loop: _Loop, state: LoopState) -> bool:
     if loop.saved_at == state.step:
         return False
     loop.saved_at = state.step
-    path = save_checkpoint(loop.run.checkpoints, state.step, loop.model, loop.optimizer, {"loop": asdict(state)},
-                           keep=loop.cfg.train.keep_checkpoints, env=loop.env, sharded=loop.sharded)
+    extra = {"privacy": loop.privacy.state_dict()} if loop.privacy is not None else {}  # [privacy]
+    path = save_checkpoint(loop.run.checkpoints, state.step, loop.model, loop.optimizer,
+                           {"loop": asdict(state), **extra}, keep=loop.cfg.train.keep_checkpoints, env=loop.env,
+                           sharded=loop.sharded)
     return loop.callbacks.fire("on_checkpoint", lambda: loop.fit_state(state, path))
 
 
@@ -380,9 +394,10 @@ def _validate(loop: _Loop, state: LoopState) -> bool:
                          cfg.train.precision)
     scalars = broadcast_object({k: v for k, v in val.items() if isinstance(v, float)}, env)
     state.last_val = scalars
+    spent = loop.privacy.figures() if loop.privacy is not None else {}  # [privacy] ε spent so far
     if env.is_main:
-        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars})
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": state.epoch, **scalars, **spent})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()) + (f", ε {spent['epsilon']:.3g}" if spent else "")
     loop.reporter.message(f"epoch {state.epoch} step {state.step}: val {shown}")
     es = cfg.train.early_stopping
     metric = es.metric if es else loop.task.primary_metric

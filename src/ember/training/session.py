@@ -26,6 +26,8 @@ from ember.data.bundle import DataBundle
 from ember.errors import ConfigError, RunError
 from ember.loading import read_config
 from ember.models.sampling import generate_ids
+from ember.privacy.model import private_model, record_fixes
+from ember.privacy.report import read_budget
 from ember.runs import Run, atomic_write_text, new_run_dir, open_run
 from ember.tasks import Task, for_info
 from ember.training.callbacks import Callback, resolve_callbacks
@@ -165,6 +167,8 @@ def train_session(cfg: ExperimentConfig, continued: Run | None, run_dir: str | P
     device, bundle = prepare(cfg, env.local_rank, bundle)
     # Join the process group (when torchrun started this process) before anything is written.
     init_process_group(env, device, cfg.train.dist_timeout_s)
+    if cfg.train.privacy is not None:  # [privacy] the config records the layers DP-SGD replaces
+        cfg = record_fixes(cfg, model, bundle.info)
     continued = continued or _restarted_run(cfg, run_dir, env)
     run = continued if continued is not None else _create_run(cfg, run_dir, env)
     resumed = continued is not None
@@ -174,7 +178,7 @@ def train_session(cfg: ExperimentConfig, continued: Run | None, run_dir: str | P
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     if model is None:
         model = models.build(cfg.model, bundle.info)
-    model = model.to(device)
+    model = private_model(model, cfg).to(device)  # [privacy] Opacus-compatible layers (no-op otherwise)
     if env.rank > 0:  # dropout masks differ between ranks (rank 0 keeps the one-process stream)
         torch.manual_seed(cfg.train.seed + 1_000_003 * env.rank)
     task = for_info(bundle.info)
@@ -243,6 +247,8 @@ def write_summary(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: Dat
         "class_names": list(bundle.info.class_names),
         "weights_sha256": sha256_file(run.weights),
     }
+    if cfg.train.privacy is not None:  # [privacy] ε and δ spent (privacy/budget.json, written by fit)
+        summary["privacy"] = read_budget(run)
     if cfg.plugins:
         summary["plugins"] = {k: v.model_dump() for k, v in cfg.plugins.items()}
     for split in ("train", "val", "test"):
