@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from ember import __version__
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError
+from ember.privacy import cli as audit_cli
 
 __all__ = ["main", "build_parser"]
 
@@ -108,6 +109,7 @@ def _run_parsers(sub: Any) -> None:
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
 
     add_compress_parser(sub)
+    audit_cli.add_parser(sub)
 
     rp = sub.add_parser("report", help="re-render a run's report.html and plots")
     rp.add_argument("run_dir", type=Path, help="a run folder")
@@ -279,7 +281,7 @@ def _recipes(args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
-    "runs": _runs, "recipes": _recipes,
+    "runs": _runs, "recipes": _recipes, "audit": audit_cli.run,
 }
 
 

@@ -219,7 +219,7 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
                             "num_outputs": info.num_outputs}
     if note:
         data["note"] = note
-    return {
+    out = {
         "recipe": cfg.recipe,
         "config": cfg.model_dump(mode="json"),
         "data": data,
@@ -234,6 +234,12 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
         "world_size": nproc,
         "strategy": strategy,
     }
+    if cfg.train.privacy is not None:  # [privacy] the noise the target implies, and the ε it spends
+        from ember.privacy.accounting import budget_plan
+
+        out["privacy"] = budget_plan(cfg.train.privacy, cfg.data.batch_size, cfg.train.grad_accum, train_size,
+                                     batch["total_steps"])
+    return out
 
 
 def _count(n: float) -> str:
@@ -290,6 +296,14 @@ def print_plan(result: dict[str, Any]) -> None:
             ("total steps", f"{b['total_steps']:,} ({b['epochs']} epochs)"),
         ],
     }
+    if "privacy" in result:  # [privacy]
+        pv = result["privacy"]
+        sections["privacy (DP-SGD)"] = [
+            ("target ε / δ", f"{pv['target_epsilon'] if pv['target_epsilon'] is not None else '-'} / {pv['delta']:.3g}"),
+            ("noise multiplier σ", f"{pv['noise_multiplier']:.4g}"),
+            ("sampling rate q", f"{pv['sample_rate']:.4g} ({'Poisson' if pv['poisson'] else 'shuffled'})"),
+            ("ε after the run", f"{pv['epsilon']:.3g} ({pv['accountant']})"),
+        ]
     if "train_per_token" in f:
         sections["FLOPs"].insert(2, ("train / token", _count(f["train_per_token"])))
     console = Console()

@@ -7,12 +7,23 @@ and the report, so that all three quote the same figures.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ember.errors import ConfigError
 from ember.privacy.config import PrivacyConfig
 
 __all__ = ["sample_rate", "resolve_delta", "noise_multiplier", "make_accountant", "epsilon", "budget_plan"]
+
+
+@contextmanager
+def quiet_accounting() -> Iterator[None]:
+    """Opacus's RDP analysis warns when its best order is the largest it tries: not actionable here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
 
 
 def sample_rate(batch_size: int, grad_accum: int, n_train: int) -> float:
@@ -36,8 +47,9 @@ def noise_multiplier(pc: PrivacyConfig, q: float, steps: int, delta: float) -> f
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        return float(get_noise_multiplier(target_epsilon=pc.target_epsilon, target_delta=delta, sample_rate=q,
-                                          steps=max(steps, 1), accountant=pc.accountant))
+        with quiet_accounting():
+            return float(get_noise_multiplier(target_epsilon=pc.target_epsilon, target_delta=delta,
+                                              sample_rate=q, steps=max(steps, 1), accountant=pc.accountant))
     except ValueError as exc:
         raise ConfigError(f"train.privacy.target_epsilon: {pc.target_epsilon} cannot be reached in {steps} steps "
                           f"at sampling rate {q:.4g} ({exc}); raise it or train fewer steps") from None
@@ -57,7 +69,8 @@ def epsilon(accountant: Any, delta: float) -> float:
     """ε spent so far at `delta` (0 before the first step)."""
     if not accountant.history:
         return 0.0
-    value = float(accountant.get_epsilon(delta=delta))
+    with quiet_accounting():
+        value = float(accountant.get_epsilon(delta=delta))
     return value if math.isfinite(value) else float("inf")
 
 

@@ -26,6 +26,7 @@ so each step puts it in train mode; a model or loss that mixes samples is refuse
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -173,7 +174,10 @@ class PrivateTraining:
             if loop.device.type != "cpu":
                 x, y = x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True)
             loss = task.loss_sum(self.gsm(x), y)
-            loss.backward()
+            with warnings.catch_warnings():
+                # Opacus's hooks on the first layer fire without input gradients: expected.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                loss.backward()
             self.dp.clip_and_accumulate()  # per-sample clip, summed into p.summed_grad
             for p in params:
                 p.grad_sample = None

@@ -35,7 +35,7 @@ def fix_model(model: nn.Module) -> tuple[nn.Module, list[str]]:
         # Opacus #828: a backward hook on a module whose output is then modified in place fails.
         if getattr(m, "inplace", False) is True:
             m.inplace = False
-            changes.append(f"{name or 'model'}: {type(m).__name__}(inplace=True) -> inplace=False")
+            changes.append(f"{name or 'model'}: {type(m).__name__}(inplace=True) -> {type(m).__name__}(inplace=False)")
     errors = ModuleValidator.validate(fixed, strict=False)
     if errors:
         raise ConfigError(f"train.privacy: the model has layers DP-SGD cannot train: {errors[0]}")
