@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from torch import nn
 
 from ember.config import load
 from ember.data.bundle import DataInfo
-from ember.errors import ConfigError
+from ember.errors import CheckpointError, ConfigError
 from ember.models import build
 from ember.privacy.accounting import budget_plan
 from ember.privacy.config import PrivacyConfig
@@ -127,6 +128,20 @@ def test_step_in_eval_mode_and_on_an_empty_batch(tmp_path: Path) -> None:
     assert loop.loss is None and state.step == 2
     assert all(torch.isfinite(p).all() and not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     assert len(loop.privacy.accountant.history) >= 1
+
+
+def test_checkpoint_privacy_state_is_checked(tmp_path: Path) -> None:
+    loop, state = _loop(tmp_path, ["train.privacy={noise_multiplier: 1.0}"])
+    loop.privacy.step(loop, state, loop.plan.order(0))
+    saved = loop.privacy.state_dict()
+    json.dumps(saved)  # JSON, not pickle
+    other, _ = _loop(tmp_path, ["train.privacy={noise_multiplier: 1.0}"])
+    other.privacy.load_state_dict(saved)
+    assert other.privacy.spent() == loop.privacy.spent() > 0
+    with pytest.raises(CheckpointError, match="no privacy state"):
+        other.privacy.load_state_dict(None)
+    with pytest.raises(CheckpointError, match="noise multiplier"):
+        other.privacy.load_state_dict({**saved, "noise_multiplier": 2.0})
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
