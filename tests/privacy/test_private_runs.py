@@ -83,3 +83,15 @@ def test_audit_bad_inputs_exit_2(private_run: Path, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--split" in proc.stderr
     proc = run_cli("audit", private_run, "--max-samples", "0")
     assert proc.returncode == 2 and "--max-samples" in proc.stderr
+
+
+def test_shadow_attack_on_a_non_private_run(tmp_path: Path) -> None:
+    from ember.privacy.audit import audit, format_audit
+
+    run = ember.train("iris-mlp", ["train.epochs=5", "train.threads=1", f"log.runs_dir={tmp_path}"], verbose=False)
+    result = audit(run.path, shadow=True, split="test")
+    assert set(result["attacks"]) == {"loss", "shadow"} and result["epsilon"] is None
+    for figures in result["attacks"].values():
+        assert 0 <= figures["auc"] <= 1
+    assert "not private" in format_audit(result)
+    assert "Privacy audit" in (run.path / "report.html").read_text()  # the report was re-rendered
