@@ -10,6 +10,10 @@ Under DDP or FSDP every rank runs this same loop on its slice; gradients are exc
 the last micro-batch only, and the loss (summed over ranks) decides the finite check on
 every rank alike, so the ranks never disagree about skipping or stopping. Rank 0 alone
 writes metrics and the progress bar; checkpoints are written together.
+
+With `train.privacy`, `ember.privacy.engine.PrivateTraining` (`loop.privacy`) takes over each
+step (DP-SGD) and adds its state to checkpoints and ε to validation points; every line that
+calls it is marked `[privacy]`.
 """
 
 from __future__ import annotations
