@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,8 +47,10 @@ from ember.privacy.report import write_budget
 from ember.runs import Run
 from ember.training.schedule import lr_at
 
-if TYPE_CHECKING:
-    from ember.training.loop import LoopState, _Loop
+# `loop` and `state` below are `ember.training.loop`'s `_Loop` and `LoopState`; they are typed
+# `Any` because the loop imports this module (no import cycle, per DESIGN.md's layering).
+_Loop = Any
+LoopState = Any
 
 __all__ = ["PrivateTraining", "poisson_indices", "noise_seed"]
 
