@@ -175,3 +175,13 @@ class _MixesSamples(nn.Module):
 def test_a_model_that_mixes_samples_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mixes samples"):
         _loop(tmp_path, ["train.privacy={target_epsilon: 8}"], model=_MixesSamples())
+
+
+def test_plan_shows_the_noise_the_target_implies() -> None:
+    from ember.plan import plan
+
+    result = plan("digits-cnn-dp")
+    pv = result["privacy"]
+    assert pv["target_epsilon"] == 8 and pv["noise_multiplier"] > 0 and 7.9 <= pv["epsilon"] <= 8.0
+    assert pv["sample_rate"] == pytest.approx(256 / result["data"]["train_size"])
+    assert "privacy" not in plan("digits-cnn")
