@@ -4,6 +4,7 @@
     python benchmarks/privacy.py --recipe iris-mlp-dp --epsilons 1,8,inf
     python benchmarks/privacy.py --shadow                   # also the shadow-model attack
     python benchmarks/privacy.py --figure docs/privacy-tradeoff.png
+    python benchmarks/privacy.py --epsilons 8,inf --seeds 0,1,2   # repeat with other training seeds
     python benchmarks/privacy.py --quick                    # a smoke test of the script
 
 Each ε trains the recipe with `train.privacy.target_epsilon=ε` (δ = 1/N); ε = ∞ is the
@@ -58,14 +59,15 @@ def _metric(summary: dict[str, Any]) -> tuple[str, float]:
     raise KeyError("no test metric")
 
 
-def run(recipe: str, epsilons: list[float], shadow: bool, extra: list[str], runs_dir: Path) -> dict[str, Any]:
+def run(recipe: str, epsilons: list[float], shadow: bool, extra: list[str], runs_dir: Path,
+        seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
     rows = []
-    for eps in epsilons:
-        trained = _train(recipe, eps, runs_dir, extra)
+    for eps, seed in ((e, s) for e in epsilons for s in seeds):
+        trained = _train(recipe, eps, runs_dir, [*extra, f"train.seed={seed}"])
         found = audit(trained["run"], shadow=shadow)
         s = trained["summary"]
         name, value = _metric(s)
-        row = {"epsilon_target": "inf" if math.isinf(eps) else eps,
+        row = {"epsilon_target": "inf" if math.isinf(eps) else eps, "seed": seed,
                "epsilon_spent": s["privacy"]["epsilon"] if s.get("privacy") else "inf",
                "delta": s["privacy"]["delta"] if s.get("privacy") else None,
                "noise_multiplier": s["privacy"]["noise_multiplier"] if s.get("privacy") else 0.0,
@@ -76,13 +78,24 @@ def run(recipe: str, epsilons: list[float], shadow: bool, extra: list[str], runs
             row[f"{attack}_tpr_at_1pct_fpr"] = round(figures["tpr_at_1pct_fpr"], 4)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    twin = next((r for r in rows if r["epsilon_target"] == "inf"), None)
-    if twin is not None:
-        for r in rows:
+    for r in rows:
+        twin = next((t for t in rows if t["epsilon_target"] == "inf" and t["seed"] == r["seed"]), None)
+        if twin is not None:
             r["time_ratio"] = round(r["train_time_s"] / max(twin["train_time_s"], 1e-9), 2)
             r["auc_gap_vs_twin"] = round(abs(twin["loss_auc"] - 0.5) - abs(r["loss_auc"] - 0.5), 4)
-    return {"recipe": recipe, "rows": rows, "cpu": platform.processor() or platform.machine(),
+    return {"mean_by_epsilon": _means(rows),"recipe": recipe, "rows": rows, "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "load_average": os.getloadavg()}
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per ε, the mean of each figure over the seeds (one seed: the figures themselves)."""
+    out: dict[str, dict[str, float]] = {}
+    for eps in dict.fromkeys(str(r["epsilon_target"]) for r in rows):
+        group = [r for r in rows if str(r["epsilon_target"]) == eps]
+        keys = [k for k, v in group[0].items() if isinstance(v, float) and k != "epsilon_target"]
+        out[eps] = {k: round(sum(r[k] for r in group) / len(group), 4) for k in keys if all(k in r for r in group)}
+        out[eps]["runs"] = len(group)
+    return out
 
 
 def figure(result: dict[str, Any], path: Path) -> None:
@@ -92,7 +105,7 @@ def figure(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = result["rows"]
+    rows = [{"epsilon_target": float(e) if e != "inf" else "inf", **m} for e, m in result["mean_by_epsilon"].items()]
     finite = [r["epsilon_target"] for r in rows if r["epsilon_target"] != "inf"]
     inf_x = max(finite) * 2 if finite else 1.0
     xs = [inf_x if r["epsilon_target"] == "inf" else r["epsilon_target"] for r in rows]
@@ -114,6 +127,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default="digits-cnn-dp")
     p.add_argument("--epsilons", default="1,2,4,8,inf", help="comma-separated; inf: the non-private twin")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds; figures are also averaged")
     p.add_argument("--shadow", action="store_true", help="also the shadow-model attack (one more model each)")
     p.add_argument("--figure", type=Path, help="write accuracy and AUC against ε here (PNG)")
     p.add_argument("--runs-dir", type=Path, help="keep the runs here (default: a temporary folder)")
@@ -124,7 +138,8 @@ def main() -> None:
     if args.quick:
         epsilons = [8.0, math.inf]
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.recipe, epsilons, args.shadow, extra, args.runs_dir or Path(tmp))
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+        result = run(args.recipe, epsilons, args.shadow, extra, args.runs_dir or Path(tmp), seeds)
     if args.figure:
         figure(result, args.figure)
     print(json.dumps(result, indent=2))
