@@ -21,6 +21,7 @@ from ember import __version__
 from ember.cli_args import unescape
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError, show_ember_warnings
+from ember.privacy import cli as audit_cli
 from ember.recommend import cli as recommend_cli
 from ember.textbook.parser import add_parser as add_textbook_parser
 from ember.transfer import cli as transfer_cli
@@ -121,6 +122,7 @@ def _run_parsers(sub: Any) -> None:
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
 
     add_compress_parser(sub)
+    audit_cli.add_parser(sub)
     add_textbook_parser(sub)
     transfer_cli.add_parser(sub)
 
@@ -310,6 +312,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
     "runs": _runs, "recipes": _recipes, "textbook": _textbook, "tune": tune_cli.run,
     "import": transfer_cli.run, "recommend": recommend_cli.run,
+    "audit": audit_cli.run,
 }
 
 

@@ -22,6 +22,7 @@ from ember.config import ExperimentConfig, from_dict
 from ember.data.bundle import DataInfo
 from ember.data.tokenizer import tokenizer_from_json
 from ember.errors import CheckpointError, RunError
+from ember.privacy.model import private_model
 from ember.runs import Run, open_run, read_json_object
 from ember.tasks import Task, for_info
 from ember.weights import load_weights, sha256_file
@@ -90,7 +91,7 @@ def load_run(path: str | Path, weights: Path | None = None, model: nn.Module | N
     cfg = read_config(run)
     info = read_data_info(run)
     if model is None:
-        model = models.build(cfg.model, info)
+        model = private_model(models.build(cfg.model, info), cfg)  # [privacy] the layers DP-SGD trained
     weights_path = weights or run.weights
     if not weights_path.is_file():
         raise RunError(f"'{run.path}' has no {weights_path.name}; resume it with: ember train --resume {run.path}")

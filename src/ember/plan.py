@@ -223,7 +223,7 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
                             "footprint": data_footprint(cfg.data, info, train_size, bundle)}
     if note:
         data["note"] = note
-    return {
+    out = {
         "recipe": cfg.recipe,
         "config": cfg.model_dump(mode="json"),
         "data": data,
@@ -239,6 +239,12 @@ def plan(recipe: str, overrides: list[str] | None = None, nproc: int = 1) -> dic
         "world_size": nproc,
         "strategy": strategy,
     }
+    if cfg.train.privacy is not None:  # [privacy] the noise the target implies, and the ε it spends
+        from ember.privacy.accounting import budget_plan
+
+        out["privacy"] = budget_plan(cfg.train.privacy, cfg.data.batch_size, cfg.train.grad_accum, train_size,
+                                     batch["total_steps"])
+    return out
 
 
 def _count(n: float) -> str:
@@ -311,6 +317,14 @@ def print_plan(result: dict[str, Any]) -> None:
         ],
     }
     sections["data & model"][3:3] = _footprint_rows(d["footprint"])
+    if "privacy" in result:  # [privacy]
+        pv = result["privacy"]
+        sections["privacy (DP-SGD)"] = [
+            ("target ε / δ", f"{pv['target_epsilon'] if pv['target_epsilon'] is not None else '-'} / {pv['delta']:.3g}"),
+            ("noise multiplier σ", f"{pv['noise_multiplier']:.4g}"),
+            ("sampling rate q", f"{pv['sample_rate']:.4g} ({'Poisson' if pv['poisson'] else 'shuffled'})"),
+            ("ε after the run", f"{pv['epsilon']:.3g} ({pv['accountant']})"),
+        ]
     if "train_per_token" in f:
         sections["FLOPs"].insert(2, ("train / token", _count(f["train_per_token"])))
     console = Console()

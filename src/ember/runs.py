@@ -114,6 +114,7 @@ TOOL_SECTIONS: dict[str, str] = {
     "explain": "Explanations",
     "compression": "Compression",
     "export": "Export",
+    "privacy": "Privacy budget",
     "audit": "Privacy audit",
 }
 

@@ -181,7 +181,9 @@ class GPT(nn.Module):
             raise ValueError(f"positions up to {start + t} exceed block_size {self.block_size}")
         if kv_cache is not None and start > kv_cache.length:
             raise ValueError(f"start_pos {start} leaves a gap after the {kv_cache.length} cached positions")
-        pos = torch.arange(start, start + t, device=idx.device)  # (T,)
+        # (B, T), not (T,): with a batch dimension every sample owns its rows of the position
+        # embedding's gradient, which per-sample gradients (DP-SGD, Opacus) need.
+        pos = torch.arange(start, start + t, device=idx.device).expand(b, t)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache, i, start)

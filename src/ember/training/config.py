@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ember.privacy.config import PrivacyConfig
 from ember.section import Section
 
 __all__ = ["OptimConfig", "ParamGroupConfig", "ScheduleConfig", "EarlyStoppingConfig", "TrainConfig"]
@@ -85,6 +86,7 @@ class TrainConfig(Section):
         "auto", description="auto: single for one process, ddp for more (launch with --nproc or torchrun)")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
     dist_timeout_s: float = Field(600.0, gt=0, description="longest wait on a collective before the job fails")
+    privacy: PrivacyConfig | None = Field(None, description="DP-SGD (see docs/privacy.md); null: not private")
     freeze: list[str] = Field(default_factory=list, description="parameter-name patterns (fnmatch) "
                               "kept fixed, e.g. 'features.*'")
     unfreeze_at_epoch: int | None = Field(None, ge=1, description="epoch (counted from 0) from which "

@@ -10,6 +10,10 @@ Under DDP or FSDP every rank runs this same loop on its slice; gradients are exc
 the last micro-batch only, and the loss (summed over ranks) decides the finite check on
 every rank alike, so the ranks never disagree about skipping or stopping. Rank 0 alone
 writes metrics and the progress bar; checkpoints are written together.
+
+With `train.privacy`, `ember.privacy.engine.PrivateTraining` (`loop.privacy`) takes over each
+step (DP-SGD) and adds its state to checkpoints and ε to validation points; every line that
+calls it is marked `[privacy]`.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class _Loop:
     samples_acc: int = 0
     t_log: float = 0.0
     saved_at: int = -1
+    privacy: Any = None  # [privacy] ember.privacy.engine.PrivateTraining when train.privacy is set
 
     def fit_state(self, state: LoopState, checkpoint: Path | None = None) -> FitState:
         return FitState(step=state.step, epoch=state.epoch, total_steps=self.total_steps, loss=self.loss,
@@ -165,7 +170,8 @@ def fit(
                                      min(steps_per_epoch, state.pos + loop.total_steps - state.step))
             t_epoch = time.perf_counter()
             while state.pos < steps_per_epoch and state.step < loop.total_steps and not stop:
-                _train_step(loop, state, order, next(feed))
+                # [privacy] DP-SGD draws its own (Poisson) batches: the feed's are not built
+                _train_step(loop, state, order, next(feed) if loop.privacy is None else [])
                 _log_point(loop, state, t_epoch)
                 stop = loop.callbacks.fire("on_step_end", lambda: loop.fit_state(state))
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
@@ -183,6 +189,8 @@ def fit(
     es = tc.early_stopping
     if es is not None and es.restore_best and loop.best_path.exists():
         load_full_model_state(model, load_tensors(loop.best_path))
+    if loop.privacy is not None:  # [privacy] privacy/budget.json + report section; Opacus's hooks off
+        loop.privacy.finish(loop.run, loop.env.is_main)
     loop.callbacks.fire("on_fit_end", lambda: loop.fit_state(state))
     return state
 
@@ -205,7 +213,7 @@ def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig
         raise ConfigError(f"train.early_stopping.metric: got '{es.metric}'; valid: "
                           f"{', '.join(sorted(task.metric_names()))}")
     amp = contextlib.nullcontext if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
-    return _Loop(
+    loop = _Loop(
         model=model, data=data, task=task, cfg=cfg, run=run, device=device, env=env,
         reporter=reporter or Reporter(enabled=False), callbacks=CallbackList(callbacks), plan=plan,
         loader=StepLoader(data.train, plan, cfg.data.workers, cfg.data.prefetch, pin_memory=device.type == "cuda"),
@@ -214,6 +222,11 @@ def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig
         forward=torch.compile(model) if tc.compile else model, loss_fn=loss_fn, sharded=strategy == "fsdp",
         best_path=run.checkpoints / "best.safetensors", amp=amp, t_log=time.perf_counter(),
     )
+    if tc.privacy is not None:  # [privacy] DP-SGD wraps the model and optimizer (Opacus)
+        from ember.privacy.engine import PrivateTraining
+
+        loop.privacy = PrivateTraining.attach(loop)
+    return loop
 
 
 def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
@@ -229,6 +242,8 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
         # The config's strategy, not this job's: an FSDP run may resume in one process.
         restore_checkpoint(ckpt, loop.model, loop.optimizer, loop.env, sharded=loop.cfg.train.strategy == "fsdp")
         state = LoopState(**ckpt.state["loop"])
+        if loop.privacy is not None:  # [privacy] the accountant's history
+            loop.privacy.load_state_dict(ckpt.state.get("privacy"))
         if loop.scaler is not None and "scaler" in ckpt.state:  # fp16: the loss scale it had reached
             loop.scaler.load_state_dict(ckpt.state["scaler"])
         if loop.env.is_main:
@@ -244,6 +259,8 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
 def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor,
                 batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """One optimizer step over this rank's micro-batches of the step's global batch."""
+    if loop.privacy is not None:  # [privacy] DP-SGD draws its own (Poisson) batch and owns the step
+        return loop.privacy.step(loop, state, order)
     tc, env, model, optimizer, scaler = loop.cfg.train, loop.env, loop.model, loop.optimizer, loop.scaler
     loop.lr = lr_at(state.step, loop.total_steps, loop.cfg.optim.lr, loop.cfg.schedule)
     for group in optimizer.param_groups:
@@ -329,6 +346,8 @@ def _checkpoint(loop: _Loop, state: LoopState) -> bool:
         return False
     loop.saved_at = state.step
     extra = {"scaler": loop.scaler.state_dict()} if loop.scaler is not None else {}
+    if loop.privacy is not None:  # [privacy]
+        extra["privacy"] = loop.privacy.state_dict()
     path = save_checkpoint(loop.run.checkpoints, state.step, loop.model, loop.optimizer,
                            {"loop": asdict(state), **extra}, keep=loop.cfg.train.keep_checkpoints, env=loop.env,
                            sharded=loop.sharded)
@@ -396,9 +415,10 @@ def _validate(loop: _Loop, state: LoopState, epoch: int) -> bool:
                          cfg.train.precision)
     scalars = broadcast_object({k: v for k, v in val.items() if isinstance(v, float)}, env)
     state.last_val = scalars
+    spent = loop.privacy.figures() if loop.privacy is not None else {}  # [privacy] ε spent so far
     if env.is_main:
-        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": epoch, **scalars})
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": epoch, **scalars, **spent})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()) + (f", ε {spent['epsilon']:.3g}" if spent else "")
     loop.reporter.message(f"epoch {epoch} step {state.step}: val {shown}")
     es = cfg.train.early_stopping
     metric = es.metric if es else loop.task.primary_metric

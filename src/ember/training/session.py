@@ -26,6 +26,8 @@ from ember.data.bundle import DataBundle
 from ember.errors import ConfigError, RunError
 from ember.loading import read_config
 from ember.models.sampling import generate_ids
+from ember.privacy.model import private_model, record_fixes
+from ember.privacy.report import read_budget
 from ember.runs import Run, atomic_write_text, lock_run, new_run_dir, open_run, unlock_run
 from ember.tasks import Task, for_info
 from ember.training.baselines import compute_baselines
@@ -178,6 +180,8 @@ def train_session(cfg: ExperimentConfig, continued: Run | None, run_dir: str | P
     device, bundle = prepare(cfg, env.local_rank, bundle)
     # Join the process group (when torchrun started this process) before anything is written.
     init_process_group(env, device, cfg.train.dist_timeout_s)
+    if cfg.train.privacy is not None:  # [privacy] the config records the layers DP-SGD replaces
+        cfg = record_fixes(cfg, model, bundle.info)
     continued = continued or _restarted_run(cfg, run_dir, env)
     if continued is not None and env.is_main:
         lock_run(continued.path)  # before anything is written; a new run is locked as it is created
@@ -201,7 +205,7 @@ def _train_in(run: Run, cfg: ExperimentConfig, device: torch.device, bundle: Dat
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     if model is None:
         model = models.build(cfg.model, bundle.info)
-    model = model.to(device)
+    model = private_model(model, cfg).to(device)  # [privacy] Opacus-compatible layers (no-op otherwise)
     # model.init_from, model.lora, train.freeze (recorded in the run's transfer.json)
     model = transfer.prepare(model, cfg, bundle.info, run, env.is_main, env.world_size, reporter.message)
     if env.rank > 0:  # dropout masks differ between ranks (rank 0 keeps the one-process stream)
@@ -275,6 +279,8 @@ def write_summary(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: Dat
     }
     if "baseline" in bundle.info.extra:  # e.g. popularity, beside a recommender's own figures
         summary["baseline"] = bundle.info.extra["baseline"]
+    if cfg.train.privacy is not None:  # [privacy] ε and δ spent (privacy/budget.json, written by fit)
+        summary["privacy"] = read_budget(run)
     if cfg.plugins:
         summary["plugins"] = {k: v.model_dump() for k, v in cfg.plugins.items()}
     for split in ("train", "val", "test"):
