@@ -1,5 +1,5 @@
-"""The browser playground served at `GET /`: draw or upload an image, type text or feature
-values, or give an LM a prompt; shows the prediction and its probabilities. One page, no
+"""The browser playground served at `GET /`: draw or upload an image, upload a recording, type
+text or feature values, or give an LM a prompt; shows the prediction and its probabilities. One page, no
 external scripts or styles."""
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ if(KIND==='image'){
   document.getElementById('send').onclick=()=>withSaliency({image:c.toDataURL('image/png').split(',')[1]});
   document.getElementById('file').onchange=e=>{const f=e.target.files[0];const r=new FileReader();
     r.onload=()=>withSaliency({image:r.result.split(',')[1]});r.readAsDataURL(f);};
+} else if(KIND==='audio'){
+  document.getElementById('file').onchange=e=>{const f=e.target.files[0];const r=new FileReader();
+    r.onload=()=>predict({audio:r.result.split(',')[1]});r.readAsDataURL(f);};
 } else if(TASK==='lm'){
   document.getElementById('send').onclick=async()=>{
     const out=document.getElementById('result');out.innerHTML='<pre id="label"></pre>';const pre=document.getElementById('label');
@@ -76,6 +79,9 @@ def playground_html(info: Any, run_name: str) -> str:
                     '<canvas id="saliency" width="280" height="280" title="saliency"></canvas><br>'
                     '<button id="send">Predict</button><button id="clear">Clear</button>'
                     '<input type="file" id="file" accept="image/*">')
+    elif kind == "audio":
+        controls = ('<p>Upload a recording (WAV or FLAC): it is resampled to the run\'s rate and cut or '
+                    'padded to its clip length.</p><input type="file" id="file" accept=".wav,.flac,audio/*">')
     elif task == "lm":
         controls = ('<p>Prompt:</p><textarea id="text" rows="4" cols="70">def </textarea><br>'
                     '<button id="send">Generate</button>')
