@@ -59,7 +59,8 @@ def test_killed_study_resumes_without_losing_or_duplicating_trials(tmp_path: Pat
     assert all(t.user_attrs["ember_interrupted"] for t in failed)
     for t in failed:  # each interrupted trial was run again with its params, once
         reruns = [c for c in complete if c.user_attrs.get("ember_rerun_of") == t.number]
-        assert len(reruns) == 1 and reruns[0].params == t.params
+        # (a trial killed before its parameters were drawn has none: its re-run draws them)
+        assert len(reruns) == 1 and (reruns[0].params == t.params or not t.params)
     for number, params in finished.items():  # trials finished before the kill are kept as they were
         assert after[number].state.name == "COMPLETE" and after[number].params == params
     for t in complete:

@@ -163,10 +163,16 @@ def compute_baselines(bundle: DataBundle, task: Task) -> dict[str, Any]:
         0.11
     """
     if task.name == "classification":
-        return _classification(bundle, task)
-    if task.name in ("regression", "forecast"):
-        return _regression(bundle, task)
-    if task.name == "lm":
-        return _language_model(bundle, task)
-    return {}
+        out = _classification(bundle, task)
+    elif task.name in ("regression", "forecast"):
+        out = _regression(bundle, task)
+    elif task.name == "lm":
+        out = _language_model(bundle, task)
+    else:
+        out = {}
+    # A source that scored its own baseline (popularity for ranking, item means for ratings).
+    scored = bundle.info.extra.get("baseline")
+    if isinstance(scored, dict) and scored.get("name"):
+        out[str(scored["name"])] = {s: scored[s] for s in _SPLITS if isinstance(scored.get(s), dict)}
+    return out
 
