@@ -6,7 +6,10 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +21,25 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yields the port."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def test_page_is_served_without_a_key(tmp_path: Path) -> None:
@@ -33,39 +55,27 @@ def test_page_is_served_without_a_key(tmp_path: Path) -> None:
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 def test_draw_a_digit_in_chromium(tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
-    import uvicorn
 
     run = ember.train("digits-cnn", ["train.epochs=4", f"log.runs_dir={tmp_path}", "log.report=false"], verbose=False)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(run.path), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
-                                        ignore_default_args=["--headless"], headless=True)
-            page = browser.new_page(viewport={"width": 900, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            box = page.locator("#pad").bounding_box()
-            x0, y0 = box["x"], box["y"]
-            # a "1": one vertical stroke down the middle
-            page.mouse.move(x0 + 140, y0 + 40)
-            page.mouse.down()
-            for step in range(1, 11):
-                page.mouse.move(x0 + 140, y0 + 40 + step * 20)
-            page.mouse.up()
-            page.click("#send")
-            page.wait_for_selector("#label", timeout=20000)
-            label = page.inner_text("#label")
-            page.wait_for_selector("#saliency[data-ready='1']", timeout=20000)  # the saliency overlay
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "playground.png"))
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(create_app(run.path)) as port, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
+                                    ignore_default_args=["--headless"], headless=True)
+        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        box = page.locator("#pad").bounding_box()
+        x0, y0 = box["x"], box["y"]
+        # a "1": one vertical stroke down the middle
+        page.mouse.move(x0 + 140, y0 + 40)
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(x0 + 140, y0 + 40 + step * 20)
+        page.mouse.up()
+        page.click("#send")
+        page.wait_for_selector("#label", timeout=20000)
+        label = page.inner_text("#label")
+        page.wait_for_selector("#saliency[data-ready='1']", timeout=20000)  # the saliency overlay
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "playground.png"))
+        browser.close()
     assert label == "1"  # one vertical stroke
     assert (ARTIFACTS / "playground.png").stat().st_size > 1000

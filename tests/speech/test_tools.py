@@ -71,34 +71,17 @@ def test_rnn_reads_spectrogram_frames() -> None:
 def test_playground_uploads_a_recording(audio_run: Path, tmp_path: Path) -> None:
     """In headless Chromium: the audio playground's file input sends the WAV and shows a label."""
     playwright = pytest.importorskip("playwright.sync_api")
-    import threading
-    import time
-
-    import uvicorn
-
-    from tests.serve.test_playground import CHROMIUM, FLAGS
-    from tests.serve.test_server import _free_port
+    from tests.serve.test_playground import CHROMIUM, FLAGS, serving
 
     clip = tmp_path / "clip.wav"
     sf.write(clip, tone(2000, 0.4), 16000, format="WAV")
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(audio_run), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, ignore_default_args=["--headless"],
-                                        headless=True)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.set_input_files("#file", str(clip))
-            page.wait_for_selector("#label", timeout=20000)
-            label = page.inner_text("#label")
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(create_app(audio_run)) as port, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, ignore_default_args=["--headless"],
+                                    headless=True)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#file", str(clip))
+        page.wait_for_selector("#label", timeout=20000)
+        label = page.inner_text("#label")
+        browser.close()
     assert label in ("high", "low")

@@ -54,7 +54,23 @@ def _line_chunks(text: str, size: int = 100_000) -> list[str]:
     return chunks
 
 
-class BPETokenizer:
+class _LibraryTokenizer:
+    """What the tokenizers that wrap a `tokenizers.Tokenizer` (`self.tok`) share."""
+
+    tok: Any
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tok.get_vocab_size())
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tok.decode(list(ids)))
+
+
+class BPETokenizer(_LibraryTokenizer):
     """Byte-level BPE: every byte sequence is representable, so nothing is ever unknown."""
 
     kind = "bpe"
@@ -77,21 +93,11 @@ class BPETokenizer:
         tok.train_from_iterator(chunks, trainer=trainer, length=len(chunks))
         return cls(tok)
 
-    @property
-    def vocab_size(self) -> int:
-        return int(self.tok.get_vocab_size())
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text).ids)
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tok.decode(list(ids)))
-
     def to_json(self) -> str:
         return json.dumps({"kind": "bpe", "tokenizer": json.loads(self.tok.to_str())})
 
 
-class HFTokenizer:
+class HFTokenizer(_LibraryTokenizer):
     """A pretrained model's own tokenizer (its `tokenizer.json`), with its special tokens.
 
     `encode` adds them ([CLS] ... [SEP] for BERT-like models) and, with `max_len`, truncates
@@ -117,16 +123,6 @@ class HFTokenizer:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_file(str(path)), max_len)
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.tok.get_vocab_size())
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text).ids)
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tok.decode(list(ids)))
 
     def to_json(self) -> str:
         return json.dumps({"kind": "hf", "max_len": self.max_len, "tokenizer": json.loads(self.tok.to_str())})
