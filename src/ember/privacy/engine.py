@@ -45,12 +45,8 @@ from ember.privacy.accounting import (
 from ember.privacy.config import PrivacyConfig
 from ember.privacy.report import write_budget
 from ember.runs import Run
+from ember.training.loop_state import LoopContext, LoopState
 from ember.training.schedule import lr_at
-
-# `loop` and `state` below are `ember.training.loop`'s `_Loop` and `LoopState`; they are typed
-# `Any` because the loop imports this module (no import cycle, per DESIGN.md's layering).
-_Loop = Any
-LoopState = Any
 
 __all__ = ["PrivateTraining", "poisson_indices", "noise_seed"]
 
@@ -86,7 +82,7 @@ class PrivateTraining:
     seed: int
 
     @classmethod
-    def attach(cls, loop: _Loop) -> PrivateTraining:
+    def attach(cls, loop: LoopContext) -> PrivateTraining:
         """Check the run can be private and wrap the loop's model and optimizer.
 
         Raises:
@@ -153,12 +149,12 @@ class PrivateTraining:
         """What metrics.jsonl gets at each evaluation."""
         return {"epsilon": self.spent(), "delta": self.delta}
 
-    def step_indices(self, loop: _Loop, state: LoopState, order: torch.Tensor) -> torch.Tensor:
+    def step_indices(self, loop: LoopContext, state: LoopState, order: torch.Tensor) -> torch.Tensor:
         if self.pc.poisson:
             return poisson_indices(self.seed, state.epoch, state.pos, self.n_train, self.q)
         return loop.plan.global_indices(order, state.pos)
 
-    def step(self, loop: _Loop, state: LoopState, order: torch.Tensor) -> None:
+    def step(self, loop: LoopContext, state: LoopState, order: torch.Tensor) -> None:
         """One private optimizer step (replaces the loop's `_train_step`)."""
         from ember.errors import NonFiniteLossError
 
@@ -252,7 +248,7 @@ class PrivateTraining:
         self.gsm._close()
 
 
-def _check_per_sample(model: nn.Module, loop: _Loop) -> None:
+def _check_per_sample(model: nn.Module, loop: LoopContext) -> None:
     """Refuse a model or loss that mixes samples: the loss of two samples must be the sum of each's."""
     train = loop.data.train
     if len(train) < 2:

@@ -22,9 +22,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from types import MappingProxyType
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -37,7 +35,7 @@ from ember.errors import ConfigError, NonFiniteLossError
 from ember.runs import Run
 from ember.tasks import Task
 from ember.training.batches import BatchPlan
-from ember.training.callbacks import Callback, CallbackList, FitState
+from ember.training.callbacks import Callback, CallbackList
 from ember.training.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -49,80 +47,19 @@ from ember.training.distributed import (
     DistEnv,
     all_sum,
     barrier,
-    broadcast_object,
     gradient_sync,
-    unwrap,
 )
-from ember.training.evaluation import evaluate_split
+from ember.training.loop_state import LoopContext, LoopState, LossFn
 from ember.training.optim import build_optimizer
 from ember.training.progress import Reporter
 from ember.training.schedule import lr_at
-from ember.training.train_state import load_full_model_state, save_model_weights
+from ember.training.train_state import load_full_model_state
+from ember.training.validation import sample, validate
 from ember.transfer.freeze import unfreeze_at
 from ember.weights import load_tensors
 
 __all__ = ["fit", "LoopState"]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
-
-
-@dataclass
-class LoopState:
-    """Everything besides tensors that resume needs; saved as JSON in each checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    pos: int = 0  # optimizer steps done in the current epoch
-    best: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    stopped_early: bool = False
-    skipped_steps: int = 0
-    samples: int = 0
-    train_time_s: float = 0.0
-    last_val: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Loop:
-    """What stays fixed for the whole of `fit`, plus the running logging totals."""
-
-    model: nn.Module
-    data: DataBundle
-    task: Task
-    cfg: ExperimentConfig
-    run: Run
-    device: torch.device
-    env: DistEnv
-    reporter: Reporter
-    callbacks: CallbackList
-    plan: BatchPlan
-    loader: StepLoader
-    total_steps: int
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    forward: Callable[[torch.Tensor], torch.Tensor]
-    loss_fn: LossFn | None
-    sharded: bool
-    best_path: Path
-    amp: Callable[[], Any]
-    lr: float = 0.0
-    loss: float | None = None
-    logged: dict[str, Any] | None = None
-    loss_acc: float = 0.0  # a plain float: the finite check already read each step's loss
-    steps_acc: int = 0
-    samples_acc: int = 0
-    t_log: float = 0.0
-    saved_at: int = -1
-    privacy: Any = None  # [privacy] ember.privacy.engine.PrivateTraining when train.privacy is set
-
-    def fit_state(self, state: LoopState, checkpoint: Path | None = None) -> FitState:
-        return FitState(step=state.step, epoch=state.epoch, total_steps=self.total_steps, loss=self.loss,
-                        lr=self.lr, run_dir=self.run.path, config=self.cfg,
-                        val=MappingProxyType(dict(state.last_val)),
-                        logged=MappingProxyType(self.logged) if self.logged else None, best=state.best,
-                        best_step=state.best_step, checkpoint=checkpoint, rank=self.env.rank,
-                        world_size=self.env.world_size)
 
 
 def fit(
@@ -197,7 +134,7 @@ def fit(
 
 def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig, run: Run, device: torch.device,
            reporter: Reporter | None, loss_fn: LossFn | None, env: DistEnv, strategy: str,
-           callbacks: Iterable[Callback]) -> _Loop:
+           callbacks: Iterable[Callback]) -> LoopContext:
     """Check the plan against the data and build the optimizer, scaler and compiled forward."""
     tc = cfg.train
     plan = BatchPlan(len(data.train), cfg.data.batch_size, tc.grad_accum, shuffle=cfg.data.shuffle,
@@ -213,7 +150,7 @@ def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig
         raise ConfigError(f"train.early_stopping.metric: got '{es.metric}'; valid: "
                           f"{', '.join(sorted(task.metric_names()))}")
     amp = contextlib.nullcontext if tc.precision == "fp32" else (lambda: autocast(tc.precision, device))
-    loop = _Loop(
+    loop = LoopContext(
         model=model, data=data, task=task, cfg=cfg, run=run, device=device, env=env,
         reporter=reporter or Reporter(enabled=False), callbacks=CallbackList(callbacks), plan=plan,
         loader=StepLoader(data.train, plan, cfg.data.workers, cfg.data.prefetch, pin_memory=device.type == "cuda"),
@@ -229,7 +166,7 @@ def _setup(model: nn.Module, data: DataBundle, task: Task, cfg: ExperimentConfig
     return loop
 
 
-def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
+def _start_or_resume(loop: LoopContext, resume: bool) -> LoopState:
     """A fresh state, or the one in the latest good checkpoint (weights and optimizer restored)."""
     state = LoopState()
     if resume and not has_checkpoint(loop.run.checkpoints):
@@ -256,7 +193,7 @@ def _start_or_resume(loop: _Loop, resume: bool) -> LoopState:
     return state
 
 
-def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor,
+def _train_step(loop: LoopContext, state: LoopState, order: torch.Tensor,
                 batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """One optimizer step over this rank's micro-batches of the step's global batch."""
     if loop.privacy is not None:  # [privacy] DP-SGD draws its own (Poisson) batch and owns the step
@@ -322,7 +259,7 @@ def _train_step(loop: _Loop, state: LoopState, order: torch.Tensor,
     loop.samples_acc += n
 
 
-def _log_point(loop: _Loop, state: LoopState, t_epoch: float) -> None:
+def _log_point(loop: LoopContext, state: LoopState, t_epoch: float) -> None:
     """At every `log_every` steps: a train point in metrics.jsonl and on the progress bar."""
     loop.logged = None
     if state.step % loop.cfg.train.log_every and state.step != loop.total_steps:
@@ -340,7 +277,7 @@ def _log_point(loop: _Loop, state: LoopState, t_epoch: float) -> None:
     loop.reporter.step(state.step, loop.total_steps, loss, sps, loop.lr)
 
 
-def _checkpoint(loop: _Loop, state: LoopState) -> bool:
+def _checkpoint(loop: LoopContext, state: LoopState) -> bool:
     """Write a checkpoint for this step (once); True when a callback asked to stop."""
     if loop.saved_at == state.step:
         return False
@@ -354,7 +291,7 @@ def _checkpoint(loop: _Loop, state: LoopState) -> bool:
     return loop.callbacks.fire("on_checkpoint", lambda: loop.fit_state(state, path))
 
 
-def _end_of_epoch(loop: _Loop, state: LoopState, steps_per_epoch: int,
+def _end_of_epoch(loop: LoopContext, state: LoopState, steps_per_epoch: int,
                   on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None] | None,
                   stopping: bool) -> bool:
     """Close the epoch: validate when due (or at the end), then checkpoint. True: stop asked."""
@@ -366,71 +303,7 @@ def _end_of_epoch(loop: _Loop, state: LoopState, steps_per_epoch: int,
     stop = False
     last = state.step >= loop.total_steps or stopping
     if (finished_epoch and state.epoch % loop.cfg.train.eval_every == 0) or last:
-        stop = _validate(loop, state, step_epoch)
+        stop = validate(loop, state, step_epoch)
         if on_validate is not None:
-            _sample(loop, state, on_validate, step_epoch)
+            sample(loop, state, on_validate, step_epoch)
     return _checkpoint(loop, state) or stop
-
-
-def _sample(loop: _Loop, state: LoopState, on_validate: Callable[[nn.Module, LoopState], dict[str, Any] | None],
-            epoch: int) -> None:
-    """Run `on_validate` in eval mode on every rank (a sharded model needs all of them).
-
-    It may call methods other than forward (GPT's generate), which FSDP's hooks do not see:
-    the root's parameters are gathered by hand around it.
-    """
-    model = loop.model
-    was_training = model.training
-    model.eval()
-    if loop.sharded:
-        model.unshard()
-    extra = on_validate(unwrap(model), state)
-    if loop.sharded:
-        model.reshard()
-    model.train(was_training)
-    if extra and loop.env.is_main:
-        loop.run.append_metrics({"step": state.step, "epoch": epoch, **extra})
-
-
-def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
-
-
-def _validate(loop: _Loop, state: LoopState, epoch: int) -> bool:
-    """Evaluate on the validation split; track the best model and early stopping.
-
-    `epoch` is the 1-based epoch the current step belongs to, as the train points record it.
-
-    Every rank evaluates the whole split (a sharded model needs them all for a forward
-    pass, and the figures are then exactly those of a one-process run); rank 0's figures
-    are broadcast so that every rank takes the same early-stopping decision. Returns True
-    when a callback asked to stop.
-    """
-    data, cfg, env = loop.data, loop.cfg, loop.env
-    if len(data.val) == 0:
-        return False
-    val = evaluate_split(unwrap(loop.model), data.val, loop.task, loop.device, cfg.data.eval_batch_size,
-                         cfg.train.precision)
-    scalars = broadcast_object({k: v for k, v in val.items() if isinstance(v, float)}, env)
-    state.last_val = scalars
-    spent = loop.privacy.figures() if loop.privacy is not None else {}  # [privacy] ε spent so far
-    if env.is_main:
-        loop.run.append_metrics({"split": "val", "step": state.step, "epoch": epoch, **scalars, **spent})
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()) + (f", ε {spent['epsilon']:.3g}" if spent else "")
-    loop.reporter.message(f"epoch {epoch} step {state.step}: val {shown}")
-    es = cfg.train.early_stopping
-    metric = es.metric if es else loop.task.primary_metric
-    mode = es.mode if es else loop.task.primary_mode
-    value = scalars.get(metric, math.nan)
-    if _improved(value, state.best, mode, es.min_delta if es else 0.0):
-        state.best, state.best_step, state.bad_evals = value, state.step, 0
-        save_model_weights(loop.model, loop.best_path, env.is_main)  # collective under FSDP
-        barrier(env)  # the file is complete before any rank may read it back
-    else:
-        state.bad_evals += 1
-        if es is not None and state.bad_evals >= es.patience:
-            state.stopped_early = True
-            loop.reporter.message(f"early stopping: val {metric} has not improved for {es.patience} evaluations")
-    return loop.callbacks.fire("on_validation_end", lambda: loop.fit_state(state))
