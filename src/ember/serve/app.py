@@ -132,6 +132,17 @@ def _numbers(item: list[Any]) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
+def _base64_field(item: Any, key: str, formats: str) -> bytes:
+    """`{key: "<base64>"}` (or the bare string) decoded, or HTTP 400 saying what was expected."""
+    data = item.get(key) if isinstance(item, dict) else item
+    if not isinstance(data, str):
+        raise HTTPException(400, f"{key} models take {{'{key}': '<base64 {formats}>'}} items")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, f"'{key}' is not valid base64") from None
+
+
 def _parse_item(item: Any, loaded: Any, tokenizer: Any, budget: _Budget) -> torch.Tensor:
     """One request item -> a (1, ...) input tensor, or HTTP 4xx saying what was expected."""
     info = loaded.info
@@ -144,13 +155,7 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any, budget: _Budget) -> torc
         except EmberError as exc:
             raise HTTPException(400, str(exc)) from None
     if kind == "audio":  # {"audio": "<base64 WAV or FLAC>"}
-        data = item.get("audio") if isinstance(item, dict) else item
-        if not isinstance(data, str):
-            raise HTTPException(400, "audio models take {'audio': '<base64 WAV or FLAC>'} items")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise HTTPException(400, "'audio' is not valid base64") from None
+        raw = _base64_field(item, "audio", "WAV or FLAC")
         from ember.data.audio import clip_input
 
         try:
@@ -158,13 +163,7 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any, budget: _Budget) -> torc
         except EmberError as exc:
             raise HTTPException(400, str(exc)) from None
     if kind == "image":
-        data = item.get("image") if isinstance(item, dict) else item
-        if not isinstance(data, str):
-            raise HTTPException(400, "image models take {'image': '<base64 PNG or JPEG>'} items")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise HTTPException(400, "'image' is not valid base64") from None
+        raw = _base64_field(item, "image", "PNG or JPEG")
         pixels = _image_pixels(raw)
         budget.take(pixels)
         from ember.data.images import read_image
