@@ -33,6 +33,12 @@ def test_overrides_parse_yaml_values() -> None:
     assert cfg.model.batch_norm is False
 
 
+def test_augment_null_turns_augmentation_off() -> None:
+    assert load("cifar10-cnn").data.augment.hflip  # its default augments
+    off = load("cifar10-cnn", ["data.augment=null"]).data.augment
+    assert (off.shift, off.hflip) == (0, False)
+
+
 def test_switching_model_keeps_only_fitting_keys() -> None:
     cfg = load("digits-cnn", ["model.name=mlp", "model.hidden=[32]"])
     assert cfg.model.name == "mlp" and cfg.model.hidden == [32]

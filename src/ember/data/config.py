@@ -24,6 +24,11 @@ __all__ = [
 ]
 
 
+def _none_is_off(value: Any) -> Any:
+    """`augment: null` turns augmentation off: every field at its default, which changes nothing."""
+    return {} if value is None else value
+
+
 class AugmentConfig(Section):
     """Light image augmentation; every draw comes from (seed, epoch, sample index)."""
 
@@ -63,7 +68,7 @@ class DigitsConfig(BaseDataConfig):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 real images)."""
 
     name: Literal["digits"] = "digits"
-    augment: AugmentConfig = AugmentConfig()
+    augment: Annotated[AugmentConfig, BeforeValidator(_none_is_off)] = AugmentConfig()
     classes: list[int] | None = Field(None, min_length=2, description="keep only these digits (0-9), "
                                       "relabelled in this order; e.g. [5, 6, 7, 8, 9] for transfer")
     per_class: int | None = Field(None, ge=1, description="training samples kept per class (few-shot)")
@@ -96,7 +101,7 @@ class IdxImagesConfig(BaseDataConfig):
     root: Path = Path("data")
     download: bool = False
     val_fraction: float = Field(0.1, ge=0, lt=1)
-    augment: AugmentConfig = AugmentConfig()
+    augment: Annotated[AugmentConfig, BeforeValidator(_none_is_off)] = AugmentConfig()
 
 
 class Cifar10Config(BaseDataConfig):
@@ -106,7 +111,7 @@ class Cifar10Config(BaseDataConfig):
     root: Path = Path("data")
     download: bool = False
     val_fraction: float = Field(0.1, ge=0, lt=1)
-    augment: AugmentConfig = AugmentConfig(shift=4, hflip=True)
+    augment: Annotated[AugmentConfig, BeforeValidator(_none_is_off)] = AugmentConfig(shift=4, hflip=True)
 
 
 class ImageAugmentConfig(AugmentConfig):
@@ -152,7 +157,7 @@ class ImageFolderConfig(BaseDataConfig):
     path: Path
     image_size: ImageSize = (32, 32)
     grayscale: bool = False
-    augment: ImageAugmentConfig = ImageAugmentConfig()
+    augment: Annotated[ImageAugmentConfig, BeforeValidator(_none_is_off)] = ImageAugmentConfig()
     normalize: Literal["train", "none"] = Field(
         "train", description="'train': per-channel mean/std of the training split (up to "
         "stats_images of it, evenly spaced); 'none': pixels in [0, 1]")
