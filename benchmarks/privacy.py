@@ -60,11 +60,11 @@ def _metric(summary: dict[str, Any]) -> tuple[str, float]:
 
 
 def run(recipe: str, epsilons: list[float], shadow: bool, extra: list[str], runs_dir: Path,
-        seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
+        seeds: tuple[int, ...] = (0,), lira: int = 0) -> dict[str, Any]:
     rows = []
     for eps, seed in ((e, s) for e in epsilons for s in seeds):
         trained = _train(recipe, eps, runs_dir, [*extra, f"train.seed={seed}"])
-        found = audit(trained["run"], shadow=shadow)
+        found = audit(trained["run"], shadow=shadow, lira=lira)
         s = trained["summary"]
         name, value = _metric(s)
         row = {"epsilon_target": "inf" if math.isinf(eps) else eps, "seed": seed,
@@ -82,7 +82,9 @@ def run(recipe: str, epsilons: list[float], shadow: bool, extra: list[str], runs
         twin = next((t for t in rows if t["epsilon_target"] == "inf" and t["seed"] == r["seed"]), None)
         if twin is not None:
             r["time_ratio"] = round(r["train_time_s"] / max(twin["train_time_s"], 1e-9), 2)
-            r["auc_gap_vs_twin"] = round(abs(twin["loss_auc"] - 0.5) - abs(r["loss_auc"] - 0.5), 4)
+            for attack in ("loss", "shadow", "lira"):
+                if f"{attack}_auc" in r and f"{attack}_auc" in twin:  # how much closer to 0.5 than the twin
+                    r[f"{attack}_auc_gap_vs_twin"] = round(abs(twin[f"{attack}_auc"] - 0.5) - abs(r[f"{attack}_auc"] - 0.5), 4)
     return {"mean_by_epsilon": _means(rows),"recipe": recipe, "rows": rows, "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "load_average": os.getloadavg()}
 
@@ -113,6 +115,8 @@ def figure(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(xs, [r[metric] for r in rows], marker="o", label=metric.replace("_", " "))
     ax.plot(xs, [r["loss_auc"] for r in rows], marker="s", label="attack AUC (loss threshold)")
+    if all("lira_auc" in r for r in rows):
+        ax.plot(xs, [r["lira_auc"] for r in rows], marker="^", label="attack AUC (LiRA)")
     ax.axhline(0.5, ls="--", c="grey", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(r["epsilon_target"]).replace("inf", "∞") for r in rows])
@@ -129,6 +133,8 @@ def main() -> None:
     p.add_argument("--epsilons", default="1,2,4,8,inf", help="comma-separated; inf: the non-private twin")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds; figures are also averaged")
     p.add_argument("--shadow", action="store_true", help="also the shadow-model attack (one more model each)")
+    p.add_argument("--lira", type=int, default=0, metavar="N",
+                   help="also the likelihood-ratio attack with N shadow models (N more trainings each)")
     p.add_argument("--figure", type=Path, help="write accuracy and AUC against ε here (PNG)")
     p.add_argument("--runs-dir", type=Path, help="keep the runs here (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="two epochs, ε 8 and ∞: checks the script runs")
@@ -139,7 +145,7 @@ def main() -> None:
         epsilons = [8.0, math.inf]
     with tempfile.TemporaryDirectory() as tmp:
         seeds = tuple(int(s) for s in args.seeds.split(","))
-        result = run(args.recipe, epsilons, args.shadow, extra, args.runs_dir or Path(tmp), seeds)
+        result = run(args.recipe, epsilons, args.shadow, extra, args.runs_dir or Path(tmp), seeds, args.lira)
     if args.figure:
         figure(result, args.figure)
     print(json.dumps(result, indent=2))

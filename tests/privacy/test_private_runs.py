@@ -95,3 +95,21 @@ def test_shadow_attack_on_a_non_private_run(tmp_path: Path) -> None:
         assert 0 <= figures["auc"] <= 1
     assert "not private" in format_audit(result)
     assert "Privacy audit" in (run.path / "report.html").read_text()  # the report was re-rendered
+
+
+def test_lira_finds_what_a_memorising_model_leaks(tmp_path: Path) -> None:
+    from ember.privacy.audit import audit
+
+    # 100 training digits, no regularisation to speak of: the MLP memorises its members.
+    run = ember.train("digits-mlp", ["data.limit=100", "train.epochs=20", "train.threads=1", "log.report=false",
+                                     f"log.runs_dir={tmp_path}"], verbose=False)
+    result = audit(run.path, lira=2)
+    assert set(result["attacks"]) == {"loss", "lira"} and result["lira"]["shadows"] == 2
+    assert result["lira"]["pool"] > 100 and result["lira"]["shadow_train_size"] == result["lira"]["pool"] // 2
+    assert result["attacks"]["lira"]["auc"] > 0.65  # far from a coin flip: the members are recognised
+    assert "lira" in (run.path / "audit" / "section.html").read_text()
+
+
+def test_lira_odd_shadow_count_exits_2(private_run: Path) -> None:
+    proc = run_cli("audit", private_run, "--lira", "3")  # shadows come in complementary pairs
+    assert proc.returncode == 2 and "--lira" in proc.stderr and "Traceback" not in proc.stderr

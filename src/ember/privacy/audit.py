@@ -12,6 +12,11 @@ recipe on half of the validation split, learns from it how members' output vecto
 from non-members' (a logistic regression on sorted probabilities and the loss), and applies
 that to the run's model. It costs one more training run.
 
+The **likelihood-ratio attack** (LiRA, Carlini et al. 2022, `--lira N`, see `privacy/lira.py`)
+trains N shadow copies of the recipe on random halves of the members and non-members, and
+scores each sample by how much more likely the target's confidence on it is under its IN
+shadows than under its OUT shadows: the per-sample calibration the threshold attacks lack.
+
 Writes `audit/audit.json` (AUC, TPR at 1% FPR, advantage per attack) and `audit/section.html`
 (the ROC curves), and re-renders the run's report.
 """
@@ -29,6 +34,7 @@ from torch import nn
 
 from ember.data.bundle import ArrayDataset, DataBundle
 from ember.errors import ConfigError, DataError
+from ember.privacy.lira import lira_scores, train_shadow
 from ember.runs import atomic_write_text
 from ember.tasks import Task
 
@@ -38,25 +44,44 @@ MAX_PER_SIDE = 2000  # members and non-members scored (each); beyond this the AU
 
 
 def per_sample_losses(model: nn.Module, dataset: ArrayDataset, task: Task, batch_size: int = 256,
-                      device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each sample's mean loss and its output features (sorted probabilities, for the shadow attack)."""
+                      device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sample's mean loss, its membership score (higher: more member-like) and, for
+    classification, its sorted top-3 probabilities (the shadow attack's features).
+
+    For classification the score is the logit-scaled confidence log(p_y / (1 - p_y)), computed
+    from the logits in float64: it ranks the samples exactly as the loss does, but the loss of a
+    confidently right prediction rounds to 0 in float32, and a memorising model's members and the
+    best-fitted non-members would tie there, pulling the attack's AUC towards 0.5.
+    """
     device = device or next(model.parameters()).device
     model.eval()
-    losses, feats = [], []
+    losses, scores, feats = [], [], []
     with torch.no_grad():
         for idx in torch.arange(len(dataset)).split(batch_size):
             x, y = dataset.batch(idx)
             out = model(x.to(device))
             y = y.to(device)
-            for i in range(len(idx)):
-                yi = y[i : i + 1]
-                losses.append(float(task.loss_sum(out[i : i + 1], yi)) / max(task.count(yi), 1))
+            batch_losses = [float(task.loss_sum(out[i : i + 1], y[i : i + 1])) / max(task.count(y[i : i + 1]), 1)
+                            for i in range(len(idx))]
+            losses.extend(batch_losses)
             if task.name == "classification":
+                scores.append(_logit_confidence(out, y))
                 probs = torch.softmax(out.float(), dim=-1).sort(dim=-1, descending=True).values
                 feats.append(probs[:, :3].cpu().numpy())
+            else:
+                scores.append(-np.asarray(batch_losses))
     loss_arr = np.asarray(losses, dtype=np.float64)
+    score_arr = np.concatenate(scores) if scores else np.zeros(0)
     feat = np.concatenate(feats) if feats else np.zeros((len(loss_arr), 0))
-    return loss_arr, feat
+    return loss_arr, score_arr, feat
+
+
+def _logit_confidence(logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """log p_y - log(1 - p_y) = z_y - logsumexp(z_j, j != y), per row, in float64."""
+    z = logits.double()
+    true = z.gather(1, target[:, None]).squeeze(1)
+    others = z.scatter(1, target[:, None], float("-inf")).logsumexp(dim=1)
+    return (true - others).cpu().numpy()
 
 
 def attack_figures(labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
@@ -77,16 +102,14 @@ def _balanced(n_members: int, n_non: int, seed: int, cap: int) -> tuple[torch.Te
     return torch.randperm(n_members, generator=gen)[:k].sort().values, torch.randperm(n_non, generator=gen)[:k].sort().values
 
 
-def _features(loss: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.log(loss + 1e-12), probs])
+def _features(score: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    return np.column_stack([score, probs])
 
 
 def _shadow_attack(cfg: Any, bundle: DataBundle, task: Task, target_feats: np.ndarray, labels: np.ndarray,
                    seed: int, runs_dir: Path) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
     """Train one shadow model on half the val split; learn member vs non-member from it."""
     from sklearn.linear_model import LogisticRegression
-
-    from ember.api import load_run, train
 
     if task.name != "classification":
         raise ConfigError(f"--shadow: the shadow-model attack reads class probabilities; this run's task is "
@@ -97,26 +120,18 @@ def _shadow_attack(cfg: Any, bundle: DataBundle, task: Task, target_feats: np.nd
     perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed + 1))
     half = len(val) // 2
     s_in, s_out = val.subset(perm[:half]), val.subset(perm[half : 2 * half])
-    shadow_bundle = DataBundle(train=s_in, val=s_out, test=s_out, info=bundle.info)
-    raw = cfg.model_dump(mode="json")
-    raw["train"].update(max_steps=None, checkpoint_every=0, early_stopping=None)
-    raw["log"].update(report=False, runs_dir=str(runs_dir), tensorboard=False, mlflow=None, callbacks=[])
-    if raw["train"].get("privacy"):
-        raw["train"]["privacy"]["fixed"] = []
-    from ember.config import from_dict
-
-    shadow_run = train(from_dict(raw), data=shadow_bundle, verbose=False)
-    model = load_run(shadow_run.path).model
-    li, pi = per_sample_losses(model, s_in, task)
-    lo, po = per_sample_losses(model, s_out, task)
-    x = np.concatenate([_features(li, pi), _features(lo, po)])
-    y = np.concatenate([np.ones(len(li)), np.zeros(len(lo))])
+    model = train_shadow(cfg, DataBundle(train=s_in, val=s_out, test=s_out, info=bundle.info), runs_dir)
+    _, si, pi = per_sample_losses(model, s_in, task)
+    _, so, po = per_sample_losses(model, s_out, task)
+    x = np.concatenate([_features(si, pi), _features(so, po)])
+    y = np.concatenate([np.ones(len(si)), np.zeros(len(so))])
     clf = LogisticRegression(max_iter=1000).fit(x, y)
     return attack_figures(labels, clf.predict_proba(target_feats)[:, 1])
 
 
 def audit(run_dir: str | Path, split: str = "test", seed: int = 0, max_per_side: int = MAX_PER_SIDE,
-          shadow: bool = False, bundle: DataBundle | None = None, model: nn.Module | None = None) -> dict[str, Any]:
+          shadow: bool = False, bundle: DataBundle | None = None, model: nn.Module | None = None,
+          lira: int = 0) -> dict[str, Any]:
     """Run the membership-inference attacks on a finished run; write audit.json and its section.
 
     Args:
@@ -127,6 +142,7 @@ def audit(run_dir: str | Path, split: str = "test", seed: int = 0, max_per_side:
         shadow: also run the shadow-model attack (trains one more model).
         bundle: the run's data, for runs trained on data passed as objects.
         model: the module to load the weights into (runs trained on a model object).
+        lira: also run the likelihood-ratio attack with this many shadow models (even; 0: not).
 
     Returns:
         The audit as written to `audit/audit.json`.
@@ -154,16 +170,22 @@ def audit(run_dir: str | Path, split: str = "test", seed: int = 0, max_per_side:
                         "audit with --split val or train with a test_fraction")
     mi, ni = _balanced(len(bundle.train), len(held), seed, max_per_side)
     members, non_members = bundle.train.subset(mi), held.subset(ni)
-    lm, pm = per_sample_losses(loaded.model, members, task)
-    ln, pn = per_sample_losses(loaded.model, non_members, task)
+    lm, sm, pm = per_sample_losses(loaded.model, members, task)
+    ln, sn, pn = per_sample_losses(loaded.model, non_members, task)
     labels = np.concatenate([np.ones(len(lm)), np.zeros(len(ln))])
-    figures, curve = attack_figures(labels, -np.concatenate([lm, ln]))
+    figures, curve = attack_figures(labels, np.concatenate([sm, sn]))
     attacks = {"loss": figures}
     curves = {"loss": curve}
     if shadow:
-        feats = np.concatenate([_features(lm, pm), _features(ln, pn)])
+        feats = np.concatenate([_features(sm, pm), _features(sn, pn)])
         attacks["shadow"], curves["shadow"] = _shadow_attack(cfg, bundle, task, feats, labels, seed,
                                                              run.tool_dir("audit") / "shadow-runs")
+    lira_info = None
+    if lira:
+        audited = torch.cat([mi, len(bundle.train) + ni])
+        scores, lira_info = lira_scores(cfg, bundle, held, task, np.concatenate([sm, sn]), audited, lira, seed,
+                                        lambda m, ds: per_sample_losses(m, ds, task)[1])
+        attacks["lira"], curves["lira"] = attack_figures(labels, scores)
     budget = read_budget(run)
     result: dict[str, Any] = {
         "run": run.path.name, "members": len(lm), "non_members": len(ln), "non_member_split": split, "seed": seed,
@@ -171,6 +193,8 @@ def audit(run_dir: str | Path, split: str = "test", seed: int = 0, max_per_side:
         "epsilon": None if budget is None else budget["epsilon"], "delta": None if budget is None else budget["delta"],
         "attacks": attacks,
     }
+    if lira_info is not None:
+        result["lira"] = lira_info
     folder = run.tool_dir("audit")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "audit.json", json.dumps(result, indent=2))
