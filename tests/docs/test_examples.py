@@ -124,9 +124,16 @@ def test_page_examples(page: Path, tmp_path: Path, run_cache: Path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    runner = PageRunner(tmp_path, run_cache)
-    for step in steps:
-        runner.run(step)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster than two fighting over 2 cores
+    try:
+        runner = PageRunner(tmp_path, run_cache)
+        for step in steps:
+            runner.run(step)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_every_skip_has_a_reason_and_skips_stay_rare() -> None:
