@@ -11,6 +11,9 @@ The conventions (also in docs/contributing-docs.md):
   still sees the real command. It may span several lines.
 - `<!-- test-setup: ... -->` on its own (shell lines), or `<!-- test-setup python: ... -->`:
   a hidden step run at that point of the page (make an input file, say); the reader sees nothing.
+- `<!-- test-requires: espeak-ng python:recbole -->` anywhere on a page: the page's examples
+  run only where those programs (or, with `python:`, modules) are installed, as the suite's
+  own tests for those parts do; elsewhere the page is skipped with a message saying why.
 - A `console` block: each `$ ` line is a command, the lines under it its expected output
   (stdout and stderr together); `...` in the expected text matches anything, and runs of
   spaces compare equal.
@@ -26,6 +29,7 @@ RUNNABLE = ("bash", "console", "python")
 
 _FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 _MARKER = re.compile(r"<!--\s*test(-setup)?(?:\s+(python))?\s*:(.*?)-->", re.S)
+_REQUIRES = re.compile(r"<!--\s*test-requires\s*:(.*?)-->", re.S)
 
 
 class MarkerError(ValueError):
@@ -163,6 +167,12 @@ def output_matches(expected: str, got: str) -> bool:
     pattern = "".join(".*?" if part == "..." else re.escape(part)
                       for part in re.split(r"(\.\.\.)", norm(expected)))
     return re.fullmatch(pattern, norm(got), re.S) is not None
+
+
+def requirements(text: str) -> list[str]:
+    """What a page's examples need installed (`test-requires` markers): program names, or
+    `python:module` for a Python module."""
+    return [name for m in _REQUIRES.finditer(text) for name in m.group(1).split()]
 
 
 def pages(root: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import os
 import shlex
@@ -28,6 +29,7 @@ from tests.docs.markdown_blocks import (
     output_matches,
     pages,
     parse_page,
+    requirements,
     shell_commands,
 )
 
@@ -118,9 +120,14 @@ def run_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
 def test_page_examples(page: Path, tmp_path: Path, run_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    steps = [s for s in parse_page(page.read_text()) if s.skip is None]
+    text = page.read_text()
+    steps = [s for s in parse_page(text) if s.skip is None]
     if not steps:
         pytest.skip(f"{_page_id(page)} has no runnable example")
+    for need in requirements(text):
+        module = need.removeprefix("python:")
+        if (importlib.util.find_spec(module) is None) if need.startswith("python:") else shutil.which(need) is None:
+            pytest.skip(f"{_page_id(page)}: its examples need {module}, not installed here (make test installs it)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
