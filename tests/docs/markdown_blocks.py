@@ -22,6 +22,7 @@ The conventions (also in docs/contributing-docs.md):
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def parse_page(text: str) -> list[Step]:
             if pending is not None:
                 raise MarkerError(f"line {_line_of(text, pending.start())}: test marker not followed by a block")
             if m.group(1):  # test-setup
-                steps.append(Step(m.group(2) or "bash", m.group(3).strip("\n"), _line_of(text, pos)))
+                steps.append(Step(m.group(2) or "bash", textwrap.dedent(m.group(3)).strip(), _line_of(text, pos)))
             else:
                 pending = m
             continue
