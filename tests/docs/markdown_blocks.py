@@ -29,8 +29,9 @@ from pathlib import Path
 RUNNABLE = ("bash", "console", "python")
 
 _FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
-_MARKER = re.compile(r"<!--\s*test(-setup)?(?:\s+(python))?\s*:(.*?)-->", re.S)
-_REQUIRES = re.compile(r"<!--\s*test-requires\s*:(.*?)-->", re.S)
+# Markers start a line (so a page may quote one in `code` without it acting).
+_MARKER = re.compile(r"^[ \t]*<!--\s*test(-setup)?(?:\s+(python))?\s*:(.*?)-->", re.S | re.M)
+_REQUIRES = re.compile(r"^[ \t]*<!--\s*test-requires\s*:(.*?)-->", re.S | re.M)
 
 
 class MarkerError(ValueError):
@@ -129,7 +130,7 @@ def shell_commands(code: str) -> list[str]:
         line = lines[i]
         while line.rstrip().endswith("\\") and i + 1 < len(lines):
             i += 1
-            line = line.rstrip()[:-1] + " " + lines[i].strip()
+            line = line.rstrip()[:-1].rstrip() + " " + lines[i].strip()
         i += 1
         if not line.strip() or line.lstrip().startswith("#"):
             continue
