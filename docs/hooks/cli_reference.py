@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "<!-- cli-reference -->"
+PAGE = "reference/cli.md"
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
@@ -56,6 +57,6 @@ def cli_reference() -> str:
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
-    if MARKER in markdown:
+    if page.file.src_path == PAGE and MARKER in markdown:
         return markdown.replace(MARKER, cli_reference())
     return markdown

@@ -81,6 +81,8 @@ class PageRunner:
         if key is None or not (self.cache / key).is_dir():
             return None
         dest = self.cwd / argv[argv.index("--run-dir") + 1]
+        if dest.exists():
+            return None  # this page made it already: run the command as written
         shutil.copytree(self.cache / key, dest)
         return f"(the run of an earlier page, copied to {dest})\n"
 
