@@ -100,7 +100,11 @@ class PageRunner:
     def shell(self, command: str) -> tuple[int, str]:
         """One shell command: `ember ...` in this process, anything else in bash."""
         words = shlex.split(command, comments=True)
-        if words and words[0] == "ember" and not any(w in ("|", ">", "&&", ";") for w in words):
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        plumbing = any(set(tok) <= set("();<>|&") for tok in lexer) or "$" in command
+        if words and words[0] == "ember" and not plumbing:  # a pipe, redirect or variable: bash's
             return self.ember(words[1:])
         proc = subprocess.run(["bash", "-c", command], cwd=self.cwd, capture_output=True, text=True,
                               timeout=120)
