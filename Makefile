@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU wheel of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install install-dev lint clean browser speech recommend pretrained
+.PHONY: demo test install install-dev lint clean browser speech recommend pretrained docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +52,12 @@ test: install-dev browser speech recommend pretrained
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q tests
 
+# The documentation site into site/ (open site/index.html); --strict: any warning fails.
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build site *.egg-info src/*.egg-info

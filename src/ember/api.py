@@ -83,7 +83,7 @@ def train(
     Returns:
         The `Run`; its `summary.json` holds per-split metrics, timing and size.
 
-    Example:
+    Examples:
         >>> run = train("xor-mlp", ["train.epochs=2000"], quiet=True)
         >>> json.loads(run.summary.read_text())["test"]["rmse"] < 0.1
         True

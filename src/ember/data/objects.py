@@ -94,7 +94,9 @@ def data_bundle(train: Any, val: Any = None, test: Any = None, task: str = "clas
     """A `DataBundle` from your own Datasets (val and test optional, but then nothing is scored).
 
     Args:
-        train, val, test: map-style Datasets of `(input, target)` items.
+        train: a map-style Dataset of `(input, target)` items.
+        val: the validation Dataset, same kind (optional).
+        test: the test Dataset, same kind (optional).
         task: "classification" (integer class targets) or "regression" (float targets).
         num_classes: for classification; default: the largest train target + 1.
         class_names: names of the classes, in index order (sets `num_classes`).
