@@ -120,6 +120,8 @@ def _run_parsers(sub: Any) -> None:
     sv.add_argument("--max-pending", type=int, default=64, help="work requests in progress at once; more get 429")
     sv.add_argument("--max-batch", type=int, default=32)
     sv.add_argument("--max-wait-ms", type=float, default=5.0)
+    sv.add_argument("--drain-s", type=float, default=30.0, help="on SIGINT/SIGTERM, how long the requests in "
+                    "flight (a long generation) may take to finish before the server exits (default 30)")
 
     add_compress_parser(sub)
     audit_cli.add_parser(sub)
@@ -258,11 +260,14 @@ def _serve(args: argparse.Namespace) -> int:
     from ember.serve import create_app
     from ember.serve.guard import exposure_warning, resolve_api_key, run_server
 
+    if args.drain_s <= 0:
+        raise ConfigError(f"--drain-s: got {args.drain_s:g}; give the seconds the requests in flight may take "
+                          "to finish, > 0")
     key = resolve_api_key(args.api_key, args.api_key_file)
     app = create_app(args.run_dir, args.runtime, key, args.max_batch, args.max_wait_ms, max_pending=args.max_pending)
     if (warning := exposure_warning(args.host, key)) is not None:
         print(warning, file=sys.stderr)
-    run_server(app, args.host, args.port)  # finishes in-flight requests on SIGINT/SIGTERM
+    run_server(app, args.host, args.port, args.drain_s)  # finishes in-flight requests on SIGINT/SIGTERM
     return 0
 
 

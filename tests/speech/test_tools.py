@@ -71,7 +71,8 @@ def test_rnn_reads_spectrogram_frames() -> None:
 def test_playground_uploads_a_recording(audio_run: Path, tmp_path: Path) -> None:
     """In headless Chromium: the audio playground's file input sends the WAV and shows a label."""
     playwright = pytest.importorskip("playwright.sync_api")
-    from tests.serve.test_playground import CHROMIUM, FLAGS, serving
+    from tests.serve.helpers import serving
+    from tests.serve.test_playground import CHROMIUM, FLAGS
 
     clip = tmp_path / "clip.wav"
     sf.write(clip, tone(2000, 0.4), 16000, format="WAV")

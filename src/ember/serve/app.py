@@ -17,7 +17,9 @@ import io
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -231,28 +233,27 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     batch_sizes = Histogram("ember_batch_size", "rows per model batch", registry=registry,
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
     batcher = MicroBatcher(_runner(loaded, runtime), max_batch, max_wait_ms, batch_sizes.observe)
-    app = FastAPI(title="Ember model server", version="1", description=f"Serving {loaded.run.path.name}")
     admission = Admission(max_pending)
+    decoders = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ember-decode")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        admission.draining = True  # new requests get 503 while the batches in flight finish
+        await batcher.stop()
+        decoders.shutdown(wait=False)
+
+    app = FastAPI(title="Ember model server", version="1", description=f"Serving {loaded.run.path.name}",
+                  lifespan=lifespan)
     app.state.admission = admission
     # Added innermost first: the API-key/metrics guard below wraps the admission bound,
     # which wraps the body limit, so a 429 is answered before any body is read.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(AdmissionLimit, admission=admission)
 
-    decoders = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ember-decode")
-
     def budget() -> _Budget:
         return _Budget(max_image_pixels, max_request_pixels)
-
-    @app.on_event("startup")
-    async def _start() -> None:
-        batcher.start()
-
-    @app.on_event("shutdown")
-    async def _stop() -> None:
-        admission.draining = True
-        await batcher.stop()
-        decoders.shutdown(wait=False)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:

@@ -145,10 +145,10 @@ class AdmissionLimit:
             adm.pending -= 1
 
 
-def run_server(app: Any, host: str, port: int) -> None:
+def run_server(app: Any, host: str, port: int, drain_s: float = 30.0) -> None:
     """uvicorn, with work requests answered 503 from the moment SIGINT/SIGTERM arrives.
 
-    uvicorn finishes the requests in flight (up to 30 s) before it exits.
+    uvicorn finishes the requests in flight (up to `drain_s` seconds) before it exits.
     """
     import uvicorn
 
@@ -157,7 +157,7 @@ def run_server(app: Any, host: str, port: int) -> None:
             app.state.admission.draining = True
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=drain_s)
     Server(config).run()
 
 
