@@ -141,6 +141,7 @@ def test_decoding_runs_off_the_event_loop(digits_run: Path, monkeypatch: pytest.
     assert on_loop == [False, False]
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the bombs are the point
 @pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
 def test_image_bombs_and_pixel_budgets_are_4xx(digits_run: Path, path: str) -> None:
     bomb = _b64(png_header_claiming(40000, 40000))  # Pillow's DecompressionBombError
