@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +24,7 @@ from ember.errors import ConfigError
 from ember.serve import create_app
 from ember.serve.guard import BodyLimit, exposure_warning, key_matches, resolve_api_key
 from tests.reliability.images import png_header_claiming
+from tests.serve.helpers import free_port, serving
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -89,35 +87,16 @@ def test_bounded_work_429_with_retry_after_and_503_while_draining(iris_run: Path
         app.state.admission.draining = False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_burst_gets_429s_and_health_stays_up(digits_run: Path) -> None:
     """A real server: 48 concurrent requests of 16 images against a bound of 4."""
-    import uvicorn
-
-    app = create_app(digits_run, max_pending=4)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
     body = {"inputs": [{"image": _png(64)}] * 16}
     health: list[int] = []
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client, ThreadPoolExecutor(24) as pool:
-            futures = [pool.submit(client.post, "/v1/predict", json=body) for _ in range(48)]
-            while not all(f.done() for f in futures):
-                health.append(client.get("/health").status_code)
-            codes = [f.result().status_code for f in futures]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(create_app(digits_run, max_pending=4)) as port, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client, ThreadPoolExecutor(24) as pool:
+        futures = [pool.submit(client.post, "/v1/predict", json=body) for _ in range(48)]
+        while not all(f.done() for f in futures):
+            health.append(client.get("/health").status_code)
+        codes = [f.result().status_code for f in futures]
     assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) > 0
     assert health and set(health) == {200}
 
@@ -217,7 +196,7 @@ def test_exposed_without_key_warns_loudly(iris_run: Path, tmp_path: Path) -> Non
     assert "WITHOUT an API key" in (exposure_warning("0.0.0.0", None) or "")
     assert "WITHOUT an API key" in (exposure_warning("::", None) or "")
     # The CLI prints it before serving; the key never has to be on the command line.
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ember", "serve", str(iris_run), "--host", "0.0.0.0",
                              "--port", str(port)], stderr=subprocess.PIPE, text=True)
     try:

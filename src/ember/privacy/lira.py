@@ -91,20 +91,20 @@ def lira_scores(cfg: Any, bundle: DataBundle, held: ArrayDataset, task: Task, ta
                           "complementary pairs); 8-16 is typical")
     pool = _pool(bundle, held)
     n = len(pool)
+    audit_set = ArrayDataset(pool.x[audited], pool.y[audited])  # un-augmented, as the target was scored
     conf = np.zeros((shadows, len(audited)))
     inside = np.zeros((shadows, len(audited)), dtype=bool)
     gen = torch.Generator().manual_seed(seed + 7919)
     with tempfile.TemporaryDirectory(prefix="ember-lira-") as tmp:
         for pair in range(shadows // 2):
             perm = torch.randperm(n, generator=gen)
-            for side, part in enumerate((perm[: n // 2], perm[n // 2 :])):
+            halves = (perm[: n // 2], perm[n // 2 :])
+            for side in (0, 1):
                 k = 2 * pair + side
-                members = part.sort().values
-                out_of = perm[n // 2 :] if side == 0 else perm[: n // 2]
-                watch = pool.subset(out_of[:256].sort().values)  # a small val split keeps the shadow cheap
+                members = halves[side].sort().values
+                watch = pool.subset(halves[1 - side][:256].sort().values)  # a small val split keeps it cheap
                 data = DataBundle(train=pool.subset(members), val=watch, test=watch, info=bundle.info)
                 model = train_shadow(cfg, data, Path(tmp) / f"shadow-{k}")
-                audit_set = ArrayDataset(pool.x[audited], pool.y[audited])
                 conf[k] = score_fn(model, audit_set)
                 inside[k] = np.isin(audited.numpy(), members.numpy())
     mu_in = np.array([conf[inside[:, i], i].mean() for i in range(len(audited))])
