@@ -13,6 +13,9 @@ written by N ranks loads into M:
 
 Tied parameters (GPT's `lm_head.weight` is `wte.weight`) are stored once, under their first
 name, and re-tied on load.
+
+torch.distributed.checkpoint is imported where it is used: importing it takes most of a
+second, which every `ember evaluate`, `predict` or error exit would pay otherwise.
 """
 
 from __future__ import annotations
@@ -22,29 +25,19 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch import Tensor, nn
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.hf_storage import (
-    HuggingFaceStorageReader,
-    HuggingFaceStorageWriter,
-)
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_model_state_dict,
-    set_state_dict,
-)
 
 from ember.errors import CheckpointError
 from ember.runs import atomic_write_text
 from ember.training.distributed import unwrap
 from ember.weights import load_tensors, save_state, save_tensors
+
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
 
 __all__ = [
     "aliases", "full_model_state", "save_model_weights", "save_full", "load_full", "save_sharded", "load_sharded",
@@ -52,14 +45,21 @@ __all__ = [
 ]
 
 SEP = "::"  # between a parameter name (which has dots) and an optimizer slot ("exp_avg")
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 _MODEL, _OPTIM = "model/", "optim/"  # key prefixes in the sharded safetensors files
 _REST = "optimizer.json"  # the optimizer's non-tensor state beside the shards
 _SUFFIX = ".safetensors"
 
 
+def _full_options() -> StateDictOptions:
+    """Whole (gathered) tensors, offloaded to the CPU."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
 def _load_options(model: nn.Module) -> StateDictOptions:
     """Whole tensors are re-sharded into an FSDP model; a plain or DDP model takes them as they are."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
     from torch.distributed.tensor import DTensor
 
     sharded = any(isinstance(p, DTensor) for p in model.parameters())
@@ -93,13 +93,17 @@ def _add_aliases(state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
 
 def full_model_state(model: nn.Module) -> dict[str, Tensor]:
     """Whole weights on rank 0 (collective under FSDP; other ranks get an empty dict)."""
-    state = get_model_state_dict(unwrap(model), options=_FULL)
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(unwrap(model), options=_full_options())
     return _drop_aliases(state, model)
 
 
 def save_full(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path, is_main: bool) -> None:
     """Gather whole model and optimizer state and, on rank 0, write them under `folder`."""
-    msd, osd = get_state_dict(unwrap(model), optimizer, options=_FULL)  # collective under FSDP
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    msd, osd = get_state_dict(unwrap(model), optimizer, options=_full_options())  # collective under FSDP
     if not is_main:
         return
     save_state(_drop_aliases(msd, model), folder / "model.safetensors")
@@ -120,6 +124,8 @@ def save_model_weights(model: nn.Module, path: Path, is_main: bool) -> None:
 
 def load_full(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder: Path) -> None:
     """Load whole state written by `save_full` (by any number of ranks) into `model`."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+
     msd = _add_aliases(load_tensors(folder / "model.safetensors"), model)
     if optimizer is None:
         set_model_state_dict(unwrap(model), msd, options=_load_options(model))
@@ -133,6 +139,8 @@ def load_full(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder:
 
 def load_full_model_state(model: nn.Module, state: dict[str, Tensor]) -> None:
     """Load whole weights (from rank 0's file, present on every rank) into a possibly sharded model."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
     set_model_state_dict(unwrap(model), _add_aliases(state, model), options=_load_options(model))
 
 
@@ -194,6 +202,10 @@ def save_sharded(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Pat
     reader rebuilds the layout from the headers alone; the optimizer's non-tensor state
     (param groups) goes to `optimizer.json`, written by rank 0.
     """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     msd, osd = get_state_dict(unwrap(model), optimizer)
     # safetensors stores a tied tensor once: under its first name, re-tied on load.
     tensors, rest = _split_optimizer({**osd, "state": _drop_aliases(osd["state"], model)})
@@ -207,6 +219,10 @@ def save_sharded(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Pat
 
 
 def _read(box: dict[str, Tensor], folder: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
+
     check_sharded_folder(folder)
     try:
         with _quiet_single_process():
@@ -223,6 +239,13 @@ def load_sharded(model: nn.Module, optimizer: torch.optim.Optimizer | None, fold
     Raises:
         CheckpointError: the folder is not Ember's safetensors layout, or does not fit the model.
     """
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_state_dict,
+        set_model_state_dict,
+        set_state_dict,
+    )
+
     if optimizer is None:
         msd = _drop_aliases(get_model_state_dict(unwrap(model)), model)
         box = _flat(msd, None)
