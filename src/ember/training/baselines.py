@@ -169,8 +169,8 @@ def _fingerprint(bundle: DataBundle, task: Task) -> str | None:
     h = hashlib.sha256(f"{task.name}\0{bundle.info.to_json()}".encode())
     for split in ("train", *_SPLITS):
         data = bundle.split(split)
-        tensors = [data.y] if bundle.texts is not None else [data.x, data.y]
-        if not all(isinstance(getattr(data, "x", None), Tensor) and isinstance(t, Tensor) for t in tensors):
+        tensors = [getattr(data, "y", None)] + ([] if bundle.texts is not None else [getattr(data, "x", None)])
+        if not all(isinstance(t, Tensor) for t in tensors):
             return None  # streamed from disk: hashing it would read it all
         for t in tensors:
             h.update(f"{split}{tuple(t.shape)}{t.dtype}".encode())

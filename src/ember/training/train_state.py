@@ -226,6 +226,8 @@ def _read(box: dict[str, Tensor], folder: Path) -> None:
     check_sharded_folder(folder)
     try:
         with _quiet_single_process():
+            # This reader parses safetensors headers (JSON) only; the pickled `.metadata` of
+            # DCP's default storage was refused above, so nothing here unpickles.
             dcp.load(box, storage_reader=HuggingFaceStorageReader(str(folder)))
     except (CheckpointException, RuntimeError, ValueError, KeyError, AssertionError, OSError) as exc:
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
