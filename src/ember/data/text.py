@@ -15,14 +15,15 @@ from pathlib import Path
 
 from ember.data.bundle import DataBundle, DataInfo
 from ember.data.corpus import TextCorpus
-from ember.data.text_config import StdlibTextConfig, TextFilesConfig
+from ember.data.text_config import AustenConfig, StdlibTextConfig, TextFilesConfig
 from ember.data.token_files import SPLITS, TokenWindows, build_token_files, default_cache
 from ember.data.tokenizer import BPETokenizer, CharTokenizer, fit_tokenizer, tokenizer_from
 from ember.errors import DataError
 
 Tokenizer = CharTokenizer | BPETokenizer
 
-__all__ = ["stdlib_files", "assign_splits", "load_stdlib_text", "load_text_files"]
+__all__ = ["stdlib_files", "assign_splits", "load_stdlib_text", "load_text_files", "load_austen",
+           "AUSTEN_DIRS"]
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
               "turtledemo", "ensurepip", "venv"}
@@ -96,7 +97,7 @@ def assign_splits(names: list[str], val_fraction: float, test_fraction: float,
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _lm_bundle(cfg: StdlibTextConfig | TextFilesConfig, corpus_sha: str, fit: Callable[[], Tokenizer],
+def _lm_bundle(cfg: StdlibTextConfig | TextFilesConfig | AustenConfig, corpus_sha: str, fit: Callable[[], Tokenizer],
                pieces: Callable[[str], Iterable[str]], extra: dict) -> DataBundle:
     """Token files for the corpus (mapped from the cache, or built once), cut into windows."""
     settings = {"tokenizer": cfg.tokenizer, "vocab": cfg.bpe_vocab_size if cfg.tokenizer == "bpe" else 0,
@@ -127,7 +128,7 @@ def _lm_bundle(cfg: StdlibTextConfig | TextFilesConfig, corpus_sha: str, fit: Ca
     return DataBundle(splits["train"], splits["val"], splits["test"], info, tokenizer=tok)
 
 
-def _in_memory(cfg: StdlibTextConfig, texts: dict[str, str], extra: dict) -> DataBundle:
+def _in_memory(cfg: StdlibTextConfig | AustenConfig, texts: dict[str, str], extra: dict) -> DataBundle:
     corpus = hashlib.sha256("\x00".join(texts[s] for s in ("train", "val", "test")).encode()).hexdigest()
     train = texts["train"]
 
@@ -205,3 +206,27 @@ def load_text_files(cfg: TextFilesConfig, seed: int) -> DataBundle:
         return fit_tokenizer("bpe", corpus.sample("train", cfg.bpe_sample_chars), cfg.bpe_vocab_size)
 
     return _lm_bundle(cfg, corpus.sha256(), fit, corpus.pieces, extra)
+
+
+# Where R packages are installed (Debian's r-cran-* packages use the first).
+AUSTEN_DIRS = tuple(Path(p) / "janeaustenr" / "data" for p in
+                    ("/usr/lib/R/site-library", "/usr/local/lib/R/site-library", "/usr/lib/R/library"))
+AUSTEN_BOOKS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "persuasion")
+
+
+def load_austen(cfg: AustenConfig, seed: int) -> DataBundle:
+    """The six novels as text (one line per line of the printed book), split by book."""
+    from ember.data.rdata import RVector, read_lazyload
+
+    folder = cfg.root or next((d for d in AUSTEN_DIRS if (d / "Rdata.rdb").is_file()), None)
+    if folder is None:
+        raise DataError("austen: Jane Austen's novels are not installed; install them with: "
+                        "apt-get install r-cran-janeaustenr (or set data.root to the package's data folder)")
+    books = read_lazyload(folder, list(AUSTEN_BOOKS))
+    texts = {name: "\n".join(v or "" for v in book.values) for name, book in books.items()
+             if isinstance(book, RVector)}
+    parts = assign_splits(sorted(texts), cfg.val_fraction, cfg.test_fraction,
+                          sizes={n: len(t) for n, t in texts.items()})
+    joined = {s: "\n\n".join(texts[n] for n in names) for s, names in parts.items()}
+    extra = {"source": f"janeaustenr ({folder})", "split_files": parts}
+    return _in_memory(cfg, joined, extra)

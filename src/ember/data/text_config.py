@@ -9,7 +9,7 @@ from pydantic import Field
 
 from ember.data.config import BaseDataConfig
 
-__all__ = ["StdlibTextConfig", "TextFilesConfig", "StdlibModulesConfig", "TextCsvConfig",
+__all__ = ["StdlibTextConfig", "TextFilesConfig", "AustenConfig", "StdlibModulesConfig", "TextCsvConfig",
            "SeriesConfig", "CsvSeriesConfig", "AddingConfig", "CopyConfig"]
 
 
@@ -44,6 +44,21 @@ class TextFilesConfig(_CorpusMixin):
     name: Literal["text_files"] = "text_files"
     paths: list[Path]
     block_size: int = Field(128, ge=2)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+
+
+class AustenConfig(_CorpusMixin):
+    """Language modelling on Jane Austen's six novels, from Debian's r-cran-janeaustenr (read without R).
+
+    Split by novel: whole books are held out (by default the two shortest, Northanger Abbey and
+    Persuasion, for test and validation), so held-out perplexity is measured on unseen books.
+    """
+
+    name: Literal["austen"] = "austen"
+    root: Path | None = Field(None, description="the R package's data folder (default: where Debian "
+                              "installs janeaustenr)")
+    block_size: int = Field(256, ge=2)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
 
