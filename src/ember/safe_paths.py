@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ember.errors import RunError
 
-__all__ = ["inside", "check_chain", "check_name", "read_bytes", "read_text", "run_root"]
+__all__ = ["inside", "check_chain", "check_name", "read_bytes", "read_text", "run_root", "guard"]
 
 _MARKERS = ("config.yaml", ".lock", "tune.json")  # what makes a folder a run (or study) folder
 
@@ -71,6 +71,12 @@ def run_root(path: Path) -> Path | None:
         if any(os.path.lexists(folder / m) for m in _MARKERS):
             return folder
     return None
+
+
+def guard(path: Path) -> Path:
+    """`path` checked against the run folder holding it (if any): no link below it, no escape."""
+    root = run_root(path)
+    return check_chain(root, path) if root is not None else path
 
 
 def read_bytes(path: Path, root: Path | None = None) -> bytes:

@@ -17,10 +17,10 @@ from ember.data.bundle import DataBundle
 from ember.loading import load_run
 from ember.models.attention import has_attention, record_attention
 from ember.report.audio import misclassified_section
-from ember.report.sanitize import clean_section
 from ember.report.baseline import baseline_section
 from ember.report.html import write_report
 from ember.report.plots import Examples
+from ember.report.sanitize import clean_section
 from ember.report.sections import attention_section, forecast_section, lm_samples_section
 from ember.runs import Run
 from ember.tasks import Task

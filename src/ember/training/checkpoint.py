@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from ember.errors import CheckpointError, EmberWarning
-from ember.safe_paths import inside, read_text
 from ember.runs import atomic_write_text, fsync_dir
+from ember.safe_paths import inside, read_text
 from ember.training import train_state
 from ember.training.distributed import DistEnv, barrier, gather_objects
 from ember.weights import load_tensors, sha256_file
