@@ -53,7 +53,7 @@ def check_chain(root: Path, path: Path) -> Path:
         return path
     if os.path.isabs(rel) or (parts and parts[0] == os.pardir) or os.pardir in parts:
         raise RunError(f"'{path}' is outside the run folder '{root}' (refused)")
-    current = Path(os.path.abspath(root))
+    current = Path(root)  # as the user spelled it, for the message
     for part in parts:
         current = current / part
         _refuse_link(current)
