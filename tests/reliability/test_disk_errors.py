@@ -42,6 +42,7 @@ def test_full_disk_is_one_line_and_leaves_the_run_as_it_was(command: list[str], 
     after = _snapshot(run)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing there changed
     assert not [k for k in after if k.endswith(".tmp") or "/." in f"/{k}" and k not in before]
+    assert not (tmp_path / "child").exists()  # a compress child that failed is removed whole
 
 
 def test_a_folder_that_is_a_file_is_one_line(iris_run: Path, copy_run: Callable[[Path], Path],

@@ -75,6 +75,9 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
+_watching = False  # die_with_launcher has run in this process
+
+
 def die_with_launcher(poll_s: float = 0.5, grace_s: float = 5.0) -> None:
     """Make this rank end when the process that started it (torchrun's agent, `ember train --nproc`) dies.
 
@@ -84,6 +87,10 @@ def die_with_launcher(poll_s: float = 0.5, grace_s: float = 5.0) -> None:
     and a rank that ignores SIGTERM (after `grace_s`, it exits outright). The kernel drops the
     run's flock with the process, so the next `--resume` finds it free.
     """
+    global _watching
+    if _watching:
+        return
+    _watching = True
     parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
@@ -110,9 +117,10 @@ def init_process_group(env: DistEnv, device: torch.device, timeout_s: float) -> 
     The timeout bounds every collective, so a rank that died or hung makes the others fail
     with an error instead of waiting for ever.
     """
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun's agent (--nproc N, N >= 1)
+        die_with_launcher()
     if not env.distributed or dist.is_initialized():
         return
-    die_with_launcher()
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
