@@ -329,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmberError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder... where a tool wrote without atomic_write
+        print(f"error: could not access '{exc.filename or '?'}' ({exc.strerror or exc})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; resume with: ember train --resume RUN_DIR", file=sys.stderr)
         return 130

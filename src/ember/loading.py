@@ -24,6 +24,7 @@ from ember.data.tokenizer import tokenizer_from_json
 from ember.errors import CheckpointError, RunError
 from ember.privacy.model import private_model
 from ember.runs import Run, open_run, read_json_object
+from ember.safe_paths import inside, read_text
 from ember.tasks import Task, for_info
 from ember.weights import load_weights, sha256_file
 
@@ -44,8 +45,8 @@ class LoadedRun:
 def read_config(run: Run) -> ExperimentConfig:
     """The run's `config.yaml`, validated like a recipe (a plug-in it names must be installed)."""
     try:
-        raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raw = yaml.safe_load(read_text(run.config, run.path))
+    except yaml.YAMLError as exc:
         raise RunError(f"'{run.config}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise RunError(f"'{run.config}' should hold a mapping of config sections, got {type(raw).__name__}")
@@ -66,10 +67,10 @@ def read_data_info(run: Run) -> DataInfo:
 
 def load_tokenizer(run_path: Path) -> Any:
     """The tokenizer a text run saved as `tokenizer.json`."""
-    path = run_path / "tokenizer.json"
+    path = inside(run_path, "tokenizer.json")
     if not path.is_file():
         raise RunError(f"'{run_path}' has no tokenizer.json; this needs a text run")
-    return tokenizer_from_json(path.read_text())
+    return tokenizer_from_json(read_text(path, run_path))
 
 
 def load_run(path: str | Path, weights: Path | None = None, model: nn.Module | None = None) -> LoadedRun:

@@ -14,10 +14,10 @@
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ember.errors import RunError
+from ember.safe_paths import check_chain, check_name, inside, read_text, run_root
 
 __all__ = ["Run", "Study", "atomic_write", "atomic_write_text", "new_run_dir", "open_run", "list_runs",
            "list_studies", "lock_run", "unlock_run", "file_mode", "read_json_object", "LOCK_NAME"]
@@ -57,10 +58,21 @@ def file_mode() -> int:
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Write to a temp file in the same folder, fsync it, then `os.replace` it into place.
 
-    A crash at any point leaves either the old file or the new one, never a torn file.
+    A crash at any point leaves either the old file or the new one, never a torn file. Inside a
+    run folder a link anywhere below it is refused (nothing is written through it), and any
+    OSError (full disk, read-only filesystem, a folder that is a file) becomes a one-line RunError
+    naming the file, with the temp file removed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    root = run_root(path)
+    if root is not None:
+        check_chain(root, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if root is not None:
+            check_chain(root, path.parent)  # mkdir may have raced with a planted link
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise RunError(f"could not write '{path}' ({exc.strerror or exc}); nothing was written") from None
     try:
         os.fchmod(fd, file_mode())  # mkstemp makes 0600; a run's files follow the umask like any tool's
         with os.fdopen(fd, mode) as f:
@@ -71,9 +83,7 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         fsync_dir(path.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
-            raise RunError(f"could not write '{path}' ({exc.strerror}); nothing partial was kept") from None
-        raise
+        raise RunError(f"could not write '{path}' ({exc.strerror or exc}); nothing partial was kept") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -91,8 +101,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
         RunError: unreadable, not JSON, or not an object.
     """
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(read_text(path))
+    except (OSError, json.JSONDecodeError) as exc:
         raise RunError(f"'{path}' is not valid JSON ({str(exc).splitlines()[0][:120]}); the run folder is "
                        "damaged") from None
     if not isinstance(raw, dict):
@@ -127,55 +137,55 @@ class Run:
 
     @property
     def config(self) -> Path:
-        return self.path / "config.yaml"
+        return inside(self.path, "config.yaml")
 
     @property
     def data_info(self) -> Path:
-        return self.path / "data_info.json"
+        return inside(self.path, "data_info.json")
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return inside(self.path, "metrics.jsonl")
 
     @property
     def summary(self) -> Path:
-        return self.path / "summary.json"
+        return inside(self.path, "summary.json")
 
     @property
     def weights(self) -> Path:
-        return self.path / "model.safetensors"
+        return inside(self.path, "model.safetensors")
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return inside(self.path, "checkpoints")
 
     @property
     def report(self) -> Path:
-        return self.path / "report.html"
+        return inside(self.path, "report.html")
 
     @property
     def tokenizer(self) -> Path:
-        return self.path / "tokenizer.json"
+        return inside(self.path, "tokenizer.json")
 
     @property
     def compression(self) -> Path:
         """`compression.json`: present in a child run that `ember compress` wrote."""
-        return self.path / "compression.json"
+        return inside(self.path, "compression.json")
 
     @property
     def trial(self) -> Path:
         """`trial.json`: present in a run that `ember tune` made (study, number, params, state)."""
-        return self.path / "trial.json"
+        return inside(self.path, "trial.json")
 
     @property
     def tensorboard(self) -> Path:
-        return self.path / "tensorboard"
+        return inside(self.path, "tensorboard")
 
     def tool_dir(self, tool: str) -> Path:
         """The folder a tool writes its output into (`explain`, `export`, `compression`, ...)."""
         if tool not in TOOL_SECTIONS:
             raise ValueError(f"unknown tool folder {tool!r}; known: {', '.join(TOOL_SECTIONS)}")
-        return self.path / tool
+        return inside(self.path, tool)
 
     def tool_sections(self) -> list[tuple[str, str]]:
         """(title, HTML fragment) for each tool that left a `section.html` in this run.
@@ -184,14 +194,14 @@ class Run:
         """
         found = []
         for tool, title in TOOL_SECTIONS.items():
-            section = self.path / tool / "section.html"
+            section = inside(self.path, tool, "section.html")
             if section.is_file():
-                found.append((title, section.read_text()))
+                found.append((title, read_text(section, self.path)))
         return found
 
     @property
     def plots(self) -> Path:
-        return self.path / "plots"
+        return inside(self.path, "plots")
 
     def read_summary(self) -> dict[str, Any]:
         """`summary.json` ({} before training ends). Raises RunError when it is not a JSON object."""
@@ -203,7 +213,7 @@ class Run:
         if not self.metrics.exists():
             return []
         rows = []
-        for line in self.metrics.read_text().splitlines():
+        for line in read_text(self.metrics, self.path).splitlines():
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -212,7 +222,12 @@ class Run:
         return rows
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.metrics, "a") as f:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.metrics, flags, 0o666)
+        except OSError as exc:
+            raise RunError(f"could not write '{self.metrics}' ({exc.strerror})") from None
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
@@ -228,6 +243,7 @@ def check_free(run_dir: Path) -> None:
 
 
 def _candidates(runs_dir: Path, recipe: str) -> Iterator[Path]:
+    check_name(recipe, "recipe (the run folder's name)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     yield runs_dir / f"{recipe}-{stamp}"
     for suffix in range(2, 10_000):  # runs started in the same second
@@ -291,11 +307,14 @@ def lock_run(path: Path) -> None:
     key = path.resolve()
     if key in _held:
         return
-    lock_file = path / LOCK_NAME
+    lock_file = inside(path, LOCK_NAME)  # a planted link would have ftruncate empty its target
     try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as exc:
         raise RunError(f"cannot lock run folder '{path}': {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunError(f"'{lock_file}' is not a regular file; a run folder must not hold links or devices")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -375,7 +394,7 @@ class Study:
 
     @property
     def plots(self) -> Path:
-        return self.path / "plots"
+        return inside(self.path, "plots")
 
     def trial_dir(self, number: int) -> Path:
         return self.path / f"trial-{number:04d}"

@@ -17,13 +17,14 @@ from torch import Tensor, nn
 
 from ember.errors import CheckpointError
 from ember.runs import file_mode, fsync_dir
+from ember.safe_paths import guard
 
 __all__ = ["save_tensors", "load_tensors", "save_weights", "load_weights", "sha256_file"]
 
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(guard(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -31,28 +32,30 @@ def sha256_file(path: Path) -> str:
 
 def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write `tensors` to `path` atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    guard(path)
+    tmp = guard(path.with_name(f".{path.name}.tmp"))
     # safetensors refuses views that share memory (tied weights): store each tensor once
     # under its first name, and let `load_weights` re-tie by loading into the model.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)  # a leftover (or planted) entry: never write through it
         save_file(flat, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fchmod(f.fileno(), file_mode())  # safetensors creates 0600; follow the umask
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
     except (SafetensorError, OSError) as exc:  # a full disk, a quota, a read-only folder
         tmp.unlink(missing_ok=True)
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         raise CheckpointError(f"could not write '{path}' ({lines[0] if lines else type(exc).__name__}); "
                               "nothing partial was kept") from None
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
     """Read a safetensors file, turning any failure into a one-line `CheckpointError`."""
-    if not path.is_file():
+    if not guard(path).is_file():
         raise CheckpointError(f"weights file '{path}' does not exist")
     try:
         return load_file(str(path))

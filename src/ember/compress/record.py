@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.errors import RunError
+from ember.safe_paths import read_text
 
 __all__ = ["RECORD", "read_record", "lineage", "family"]
 
@@ -28,7 +29,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
     if not file.is_file():
         return None
     try:
-        record = json.loads(file.read_text())
+        record = json.loads(read_text(file))
     except (OSError, ValueError) as exc:
         raise RunError(f"'{file}' is not valid JSON ({exc})") from None
     if not isinstance(record, dict):

@@ -35,6 +35,7 @@ from ember.inputs import read_inputs
 from ember.loading import load_run, load_tokenizer
 from ember.report.build import render_run
 from ember.runs import atomic_write_text
+from ember.safe_paths import read_bytes
 
 __all__ = ["explain", "METHODS", "applicable", "attribute"]
 
@@ -53,7 +54,7 @@ def _pick_examples(loaded: Any, bundle: Any, n: int) -> list[tuple[str, torch.Te
 
 
 def _img(path: Path) -> str:
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{base64.b64encode(read_bytes(path)).decode()}">'
 
 
 def _tokens_of(tokenizer: Any, ids: list[int], pad_id: Any) -> list[str]:

@@ -13,14 +13,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ember.explain.attribute import Attribution  # noqa: E402
+from ember.runs import atomic_write  # noqa: E402
 
 __all__ = ["image_row", "token_html", "bars", "series_plot", "attention_grid"]
 
 
 def _save(fig, path: Path) -> Path:  # noqa: ANN001
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:  # no link followed, no half-written PNG on a full disk
+            fig.savefig(f, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -21,13 +21,14 @@ from torch import nn
 
 from ember import data as data_mod
 from ember.compress import require_float
-from ember.errors import ConfigError
+from ember.errors import ConfigError, RunError
 from ember.loading import load_run, load_tokenizer
 from ember.models.sampling import sample_next
 from ember.runs import atomic_write_text
+from ember.safe_paths import inside, read_bytes
 from ember.timing import median_ms
 
-__all__ = ["export_onnx", "parity", "latency_ms", "generate_onnx", "onnx_session"]
+__all__ = ["export_onnx", "parity", "latency_ms", "generate_onnx", "onnx_session", "check_external_data"]
 
 
 class _LastTokenFree(nn.Module):
@@ -49,9 +50,41 @@ def _dynamic_shapes(info: Any) -> dict[str, dict[int, Any]]:
     return {"x": {0: batch}}
 
 
+def check_external_data(path: Path) -> None:
+    """Refuse an ONNX file whose tensors' external data would be read from outside its folder.
+
+    An `.onnx` file in a run folder is untrusted: a tensor may name `../../etc/passwd` or an
+    absolute path as its external data, and ONNX Runtime would read it. Every location must be
+    a relative path inside the file's folder with no link on the way (`safe_paths.inside`).
+
+    Raises:
+        RunError: a location outside the folder, or a link; ConfigError: not an ONNX file.
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    try:
+        proto = onnx.ModelProto()
+        proto.ParseFromString(read_bytes(path))  # the graph only: no external data is read here
+    except RunError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (protobuf's decode errors have no common base)
+        raise ConfigError(f"'{path}' is not a valid ONNX file ({str(exc).splitlines()[0][:120]})") from None
+    for tensor in _get_all_tensors(proto):
+        if not uses_external_data(tensor):
+            continue
+        location = ExternalDataInfo(tensor).location
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+            raise RunError(f"'{path}': tensor '{tensor.name}' reads external data from '{location}', outside "
+                           "the model's folder (refused)")
+        inside(path.parent, location)
+
+
 def onnx_session(path: Path) -> Any:
+    """An ONNX Runtime session on the CPU for `path`, after `check_external_data`."""
     import onnxruntime as ort
 
+    check_external_data(path)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

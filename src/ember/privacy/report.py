@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ember.runs import Run, atomic_write_text
+from ember.safe_paths import read_text
 
 __all__ = ["write_budget", "read_budget", "budget_section", "audit_section"]
 
@@ -42,7 +43,7 @@ def write_budget(run: Run, budget: dict[str, Any]) -> None:
 def read_budget(run: Run) -> dict[str, Any] | None:
     """The budget a private run spent, as written (ε = "inf" without noise); None without one."""
     path = run.tool_dir("privacy") / BUDGET
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(read_text(path)) if path.is_file() else None
 
 
 def budget_section(run: Run, budget: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from ember.report.audio import misclassified_section
 from ember.report.baseline import baseline_section
 from ember.report.html import write_report
 from ember.report.plots import Examples
+from ember.report.sanitize import clean_section
 from ember.report.sections import attention_section, forecast_section, lm_samples_section
 from ember.runs import Run
 from ember.tasks import Task
@@ -79,7 +80,8 @@ def build_report(run: Run, model: nn.Module, bundle: DataBundle, task: Task, dev
     baseline = baseline_section(run)  # e.g. popularity beside a recommender
     if baseline:
         sections.append(baseline)
-    sections.extend(run.tool_sections())  # what explain, compress, ... wrote into the run
+    # What explain, compress, ... wrote into the run: untrusted files, so cleaned to an allow-list.
+    sections.extend((title, clean_section(fragment)) for title, fragment in run.tool_sections())
     return write_report(run, examples, sections)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ember import safe_paths
 from ember.report import plots
 from ember.report.baselines import baselines_section
 from ember.runs import Run, atomic_write_text
@@ -49,7 +50,7 @@ def _img(path: Path | None) -> str:
     """An <img> with the PNG at `path` embedded as a data URI; empty when there is no file."""
     if path is None or not path.is_file():
         return ""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    data = base64.b64encode(safe_paths.read_bytes(path)).decode("ascii")
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
@@ -117,7 +118,7 @@ def _read_config(run: Run) -> tuple[str, dict[str, Any]]:
     """The config text (shown verbatim) and its parsed mapping (for recipe and description)."""
     if not run.config.is_file():
         return "", {}
-    text = run.config.read_text()
+    text = safe_paths.read_text(run.config, run.path)
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError:  # a report never fails on a config it only displays

@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ember.runs import atomic_write  # noqa: E402
+
 __all__ = ["Examples", "loss_curves", "metric_curves", "confusion_matrix", "image_grid",
            "regression_scatter", "save"]
 
@@ -62,9 +64,9 @@ class Examples:
 
 def save(fig: Figure, path: Path) -> Path:
     """Save `fig` as a PNG without the Software/date metadata (byte-identical re-renders), close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+        with atomic_write(path) as f:  # no link followed, no half-written PNG on a full disk
+            fig.savefig(f, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     finally:
         plt.close(fig)  # figures left open leak memory in long-lived processes
     return path

@@ -13,19 +13,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ember.runs import Run  # noqa: E402
+from ember.runs import Run, atomic_write  # noqa: E402
+from ember.safe_paths import inside  # noqa: E402
 
 __all__ = ["lm_samples_section", "forecast_section", "attention_section", "figure_html"]
 
 
 def figure_html(fig: Any, run: Run, name: str) -> str:
     """Save `fig` as plots/<name>.png and return an <img> with it embedded."""
-    run.plots.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     data = buf.getvalue()
-    (run.plots / f"{name}.png").write_bytes(data)
+    with atomic_write(inside(run.plots, f"{name}.png")) as f:
+        f.write(data)
     return f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from ember.errors import CheckpointError, EmberWarning
 from ember.runs import atomic_write_text, fsync_dir
+from ember.safe_paths import inside, read_text
 from ember.training import train_state
 from ember.training.distributed import DistEnv, barrier, gather_objects
 from ember.weights import load_tensors, sha256_file
@@ -81,7 +82,7 @@ def _join_optimizer_v1(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -
 
 
 def _step_dirs(folder: Path) -> list[Path]:
-    dirs = [p for p in folder.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
+    dirs = [p for p in folder.glob("step-*") if p.is_dir() and not p.is_symlink() and p.name[5:].isdigit()]
     return sorted(dirs, key=lambda p: int(p.name[5:]), reverse=True)
 
 
@@ -153,18 +154,18 @@ def has_checkpoint(folder: Path) -> bool:
 
 def _verify(path: Path) -> str | None:
     """None when every file matches the manifest; otherwise what is wrong."""
-    manifest_path = path / "manifest.json"
+    manifest_path = inside(path, "manifest.json")  # links refused: every file loaded is listed here
     if not manifest_path.is_file():
         return "no manifest.json (incomplete)"
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(read_text(manifest_path))
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return "manifest.json is corrupt"
     if "state.json" not in files:
         return "manifest.json lists no state.json"
     for fname, digest in files.items():
-        f = path / fname
+        f = inside(path, str(fname))
         if not f.is_file():
             return f"{fname} is missing"
         if sha256_file(f) != digest:
@@ -175,9 +176,9 @@ def _verify(path: Path) -> str | None:
 def load_checkpoint(folder: Path) -> Checkpoint:
     """The newest checkpoint under `folder` that verifies; warns about any skipped."""
     candidates = _step_dirs(folder) if folder.is_dir() else []
-    latest = folder / "latest"
+    latest = inside(folder, "latest")
     if latest.is_file():
-        named = folder / latest.read_text().strip()
+        named = folder / read_text(latest).strip()
         if named in candidates:
             candidates.remove(named)
             candidates.insert(0, named)
@@ -188,7 +189,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         problem = _verify(path)
         if problem is None:
             try:
-                state = json.loads((path / "state.json").read_text())
+                state = json.loads(read_text(inside(path, "state.json")))
             except (json.JSONDecodeError, ValueError) as exc:
                 problem = str(exc)
             else:

@@ -15,8 +15,13 @@ every function here is a no-op.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +35,7 @@ from ember.errors import ConfigError
 
 __all__ = [
     "DistEnv", "environment", "init_process_group", "shutdown", "resolve_strategy", "parallelize",
-    "unwrap", "all_sum", "gradient_sync", "restart_count", "broadcast_object", "gather_objects", "barrier", "repeated_blocks",
+    "unwrap", "all_sum", "die_with_launcher", "gradient_sync", "restart_count", "broadcast_object", "gather_objects", "barrier", "repeated_blocks",
 ]
 
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
@@ -70,12 +75,50 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
+_watching = False  # die_with_launcher has run in this process
+
+
+def die_with_launcher(poll_s: float = 0.5, grace_s: float = 5.0) -> None:
+    """Make this rank end when the process that started it (torchrun's agent, `ember train --nproc`) dies.
+
+    A launcher killed with SIGKILL cannot stop its ranks: they would go on (adopted by pid 1),
+    holding the run folder's lock. On Linux the kernel sends SIGTERM at the parent's death
+    (`prctl(PR_SET_PDEATHSIG)`); a daemon thread polling the parent pid covers other systems
+    and a rank that ignores SIGTERM (after `grace_s`, it exits outright). The kernel drops the
+    run's flock with the process, so the next `--resume` finds it free.
+    """
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # no prctl here: the thread below still watches
+    if os.getppid() != parent or parent == 1:  # the launcher died before prctl took effect
+        os._exit(143)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="ember-launcher-watch", daemon=True).start()
+
+
 def init_process_group(env: DistEnv, device: torch.device, timeout_s: float) -> None:
     """Join the job's process group: NCCL on CUDA, gloo on the CPU.
 
     The timeout bounds every collective, so a rank that died or hung makes the others fail
     with an error instead of waiting for ever.
     """
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun's agent (--nproc N, N >= 1)
+        die_with_launcher()
     if not env.distributed or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ember.errors import CheckpointError
 from ember.runs import atomic_write_text
+from ember.safe_paths import inside, read_text
 from ember.training.distributed import unwrap
 from ember.weights import load_tensors, save_state, save_tensors
 
@@ -130,7 +131,7 @@ def load_full(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder:
     if optimizer is None:
         set_model_state_dict(unwrap(model), msd, options=_load_options(model))
         return
-    rest = json.loads((folder / "optimizer.json").read_text())
+    rest = json.loads(read_text(inside(folder, "optimizer.json")))
     osd = _join_optimizer(load_tensors(folder / "optimizer.safetensors"), rest)
     osd["state"] = _add_aliases(osd["state"], model)
     set_state_dict(unwrap(model), optimizer, model_state_dict=msd, optim_state_dict=osd,
@@ -260,7 +261,7 @@ def load_sharded(model: nn.Module, optimizer: torch.optim.Optimizer | None, fold
     box = _flat(_drop_aliases(msd, model), tensors)
     _read(box, folder)
     try:
-        rest = json.loads((folder / _REST).read_text())
+        rest = json.loads(read_text(inside(folder, _REST)))
         msd = {k[len(_MODEL):]: v for k, v in box.items() if k.startswith(_MODEL)}
         otensors = {k[len(_OPTIM):]: v for k, v in box.items() if k.startswith(_OPTIM)}
         osd = _join_optimizer(otensors, rest)

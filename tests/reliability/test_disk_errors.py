@@ -1,0 +1,56 @@
+"""A full disk or an unwritable folder while a tool writes into a run: one line naming the file
+and the OS's reason, exit 2, and no temp or half-written file left behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ember.cli import main
+from ember.errors import RunError
+from ember.runs import atomic_write_text
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _disk_full(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("command", [["report"], ["explain", "--examples", "1"], ["export"],
+                                     ["compress", "--method", "quantize"]])
+def test_full_disk_is_one_line_and_leaves_the_run_as_it_was(command: list[str], iris_run: Path,
+                                                            copy_run: Callable[[Path], Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(iris_run)
+    before = _snapshot(run)
+    monkeypatch.setattr(os, "replace", _disk_full)  # every atomic rename fails as on a full disk
+    argv = [command[0], str(run), *command[1:]]
+    if command[0] == "compress":
+        argv += ["--run-dir", str(tmp_path / "child")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "No space left on device" in err, err
+    monkeypatch.undo()
+    after = _snapshot(run)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing there changed
+    assert not [k for k in after if k.endswith(".tmp") or "/." in f"/{k}" and k not in before]
+    assert not (tmp_path / "child").exists()  # a compress child that failed is removed whole
+
+
+def test_a_folder_that_is_a_file_is_one_line(iris_run: Path, copy_run: Callable[[Path], Path],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(iris_run)
+    (run / "plots").write_text("not a folder")  # writes under it fail, even as root
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "plots" in err and "\n" not in err, err
+    with pytest.raises(RunError, match="Not a directory"):
+        atomic_write_text(run / "plots" / "x.png", "x")
