@@ -142,7 +142,8 @@ def evaluate(run_dir: str | Path, split: str = "test", *, model: nn.Module | Non
     bundle = _bundle_of(data, loaded.info.task) or data_mod.build(cfg.data, cfg.train.seed)
     metrics = evaluate_split(loaded.model.to(device), bundle.split(split), loaded.task, device,
                              cfg.data.eval_batch_size, cfg.train.precision)
-    return {**metrics, "precision": cfg.train.precision} if metrics else metrics
+    # The run's numeric precision under its own key: "precision" is the classification metric.
+    return {**metrics, "dtype": cfg.train.precision} if metrics else metrics
 
 
 def report(run_dir: str | Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ember import __version__
-from ember.cli_args import unescape
+from ember.cli_args import int_in, unescape
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError, show_ember_warnings
 from ember.privacy import cli as audit_cli
@@ -101,7 +101,7 @@ def _run_parsers(sub: Any) -> None:
                     help="attribution method (repeatable; default: those that fit the model)")
     ex.add_argument("--target", default=None, help="class name or index (default: the prediction)")
     ex.add_argument("--text", action="append", default=None, help="a text to explain (text models)")
-    ex.add_argument("--examples", type=int, default=4, help="test examples when no inputs are given")
+    ex.add_argument("--examples", type=int_in(1, 10_000), default=4, help="test examples when no inputs are given")
 
     xp = sub.add_parser("export", help="export a run's model to ONNX with a parity check")
     xp.add_argument("run_dir", type=Path, help="a run folder")
@@ -112,7 +112,7 @@ def _run_parsers(sub: Any) -> None:
     sv = sub.add_parser("serve", help="serve a run over HTTP (FastAPI + uvicorn) with dynamic batching")
     sv.add_argument("run_dir", type=Path, help="a run folder")
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=int_in(1, 65535), default=8000)
     sv.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="onnx needs `ember export` first")
     sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request; "
                     "visible in `ps`: prefer EMBER_API_KEY or --api-key-file")
@@ -199,7 +199,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         from ember.cli_tables import print_metrics
 
-        print_metrics(metrics, f"{args.run_dir} [{args.split}, {metrics.get('precision', 'fp32')}]")
+        print_metrics(metrics, f"{args.run_dir} [{args.split}, {metrics.get('dtype', 'fp32')}]")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 __all__ = ["unescape"]
 
@@ -27,3 +28,20 @@ def unescape(text: str) -> str:
         return _ESCAPES.get(code, match.group(0))
 
     return _PATTERN.sub(one, text)
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type` accepting whole numbers in [low, high]; argparse turns its error into exit 2."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            valid = f"{low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range; valid: {valid}")
+        return value
+
+    return parse

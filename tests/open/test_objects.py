@@ -98,7 +98,8 @@ def test_reopen_with_model_evaluate_predict(object_run: tuple[Path, Recorder], t
     summary = json.loads((path / "summary.json").read_text())
     metrics = ember.evaluate(path, model=TwoMoons(), data=_datasets())
     assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"])
-    assert metrics["precision"] == "fp32"
+    # The numeric precision has its own key; "precision" stays the metric (a number).
+    assert metrics["dtype"] == "fp32" and metrics["precision"] == pytest.approx(summary["test"]["precision"])
     rows = tmp_path / "rows.csv"
     rows.write_text("x0,x1\n0.5,0.5\n-1,1\n")
     preds = ember.predict(path, [rows], model=TwoMoons())

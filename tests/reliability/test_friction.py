@@ -64,3 +64,24 @@ def test_train_and_val_points_at_one_step_share_the_epoch(tmp_path: Path) -> Non
     assert {r.get("split") for r in rows if r["step"] == 3} >= {"train", "val"}
     assert all(len(epochs) == 1 for epochs in by_step.values()), by_step
     assert by_step[3] == {1}
+
+
+def test_evaluate_keeps_the_precision_metric_a_number(digits_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's numeric precision is reported as `dtype`; `precision` is the metric, never "fp32"."""
+    metrics = ember.evaluate(digits_run)
+    assert isinstance(metrics["precision"], float) and metrics["dtype"] == "fp32"
+    assert main(["evaluate", str(digits_run), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert isinstance(printed["precision"], float) and printed["dtype"] == "fp32"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["serve", "RUN", "--port", "70000"], "--port: 70000 is out of range; valid: 1..65535"),
+    (["serve", "RUN", "--port", "http"], "--port: 'http' is not a whole number"),
+    (["explain", "RUN", "--examples", "-1"], "--examples: -1 is out of range; valid: 1..10000"),
+])
+def test_out_of_range_numbers_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and expected in err and "Traceback" not in err
