@@ -86,3 +86,12 @@ def test_cli_help_does_not_import_torch() -> None:
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out, out
+
+
+def test_recipes_lists_without_torch() -> None:
+    """`ember recipes` reads YAML only: no torch, pydantic or model code is imported to list them."""
+    code = ("import sys; from ember.cli import main\n"
+            "main(['recipes'])\n"
+            "print('HEAVY', [m for m in ('torch', 'numpy', 'pydantic') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "digits-cnn " in out and "HEAVY []" in out, out

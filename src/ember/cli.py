@@ -305,10 +305,13 @@ def _textbook(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from ember.config import list_recipes, load
+    from ember.recipe_files import (  # no torch: listing reads YAML only
+        list_recipes,
+        recipe_description,
+    )
 
     for name in list_recipes():
-        print(f"{name:28s} {load(name).description}")
+        print(f"{name:28s} {recipe_description(name)}")
     return 0
 
 

@@ -28,6 +28,7 @@ from ember.data import SOURCES, DataConfig
 from ember.data.config import BaseDataConfig
 from ember.errors import ConfigError, did_you_mean
 from ember.models import MODELS, ModelConfig
+from ember.recipe_files import list_recipes
 from ember.section import Section
 from ember.training.config import OptimConfig, ScheduleConfig, TrainConfig
 
@@ -90,12 +91,6 @@ class ExperimentConfig(Section):
 # Sections whose `name` selects a config class; the registries give the valid names.
 _TAGGED = {"data": SOURCES, "model": MODELS}
 _PLUGIN_BASES: dict[str, type[Section]] = {"data": BaseDataConfig, "model": Section}
-
-
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped with Ember."""
-    folder = resources.files("ember") / "recipes"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
