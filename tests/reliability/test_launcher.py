@@ -68,7 +68,7 @@ def test_killing_the_launcher_ends_both_ranks_and_frees_the_run(tmp_path: Path) 
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    lock_run(run)  # the flock died with its holder: nothing stale blocks the run
+    lock_run(run)  # the lock died with its holder: nothing stale blocks the run
     unlock_run(run)
     proc = run_cli("train", "--resume", run, "--quiet", timeout=120)
     assert proc.returncode == 0, proc.stderr

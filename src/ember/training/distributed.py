@@ -85,7 +85,7 @@ def die_with_launcher(poll_s: float = 0.5, grace_s: float = 5.0) -> None:
     holding the run folder's lock. On Linux the kernel sends SIGTERM at the parent's death
     (`prctl(PR_SET_PDEATHSIG)`); a daemon thread polling the parent pid covers other systems
     and a rank that ignores SIGTERM (after `grace_s`, it exits outright). The kernel drops the
-    run's flock with the process, so the next `--resume` finds it free.
+    run's lock with the process, so the next `--resume` finds it free.
     """
     global _watching
     if _watching:
