@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,20 @@ def test_nan_in_a_predict_csv(iris_run: Path, tmp_path: Path, capsys: pytest.Cap
 def test_non_finite_config_values(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ember.load_config("iris-mlp", [override])
+
+
+@pytest.mark.parametrize("recipe, override, message", [
+    ("iris-mlp", "model.hidden=[0]", "model.hidden.0: got 0; input should be greater than or equal to 1"),
+    ("iris-mlp", "model.hidden=[-3]", "model.hidden.0: got -3"),
+    ("digits-cnn", "model.channels=[100000000]", "model.channels.0: got 100000000; input should be less than"),
+    ("iris-mlp", "train.seed=100000000000000000000000", "train.seed: got 100000000000000000000000"),
+    ("iris-mlp", "train.threads=99999999999", "train.threads: got 99999999999"),
+    ("iris-mlp-dp", "train.privacy.target_epsilon=1e-300", "target_epsilon: got '1e-300'; input should be greater"),
+])
+def test_widths_seeds_threads_and_budgets_in_range(recipe: str, override: str, message: str) -> None:
+    """A zero, negative or absurd width, a seed past NumPy's range, a tiny DP budget: refused by the config."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ember.load_config(recipe, [override])
 
 
 def _image_folder(root: Path, per_class: int, side: int = 8) -> Path:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
-from ember.models.common import Activation, ModelSection, activation
+from ember.models.common import Activation, ModelSection, Width, activation
 
 __all__ = ["CNNConfig", "CNN", "build_cnn"]
 
@@ -18,13 +18,13 @@ class CNNConfig(ModelSection):
     """One conv block per entry of `channels`; `hidden` are the head's hidden widths."""
 
     name: Literal["cnn"] = "cnn"
-    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    channels: list[Width] = Field(default_factory=lambda: [32, 64], min_length=1)
     kernel_size: int = Field(3, ge=1, le=11)
     pool: Literal["max", "avg", "none"] = "max"
     batch_norm: bool = True
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before each head layer")
-    hidden: list[int] = Field(default_factory=lambda: [128])
+    hidden: list[Width] = Field(default_factory=lambda: [128])
     global_pool: bool = False
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from torch import nn
 
 from ember.section import Section
 
-__all__ = ["Activation", "activation", "count_parameters", "LoraSpec", "ModelSection"]
+__all__ = ["Activation", "activation", "count_parameters", "LoraSpec", "ModelSection", "Width", "MAX_WIDTH"]
+
+# The widest layer a config may ask for (4x GPT-3's model width, and then some): a larger number is a
+# typo that would try to allocate terabytes, and 0 or a negative width is never a layer.
+MAX_WIDTH = 1 << 17
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 
 Activation = Literal["relu", "tanh", "gelu", "sigmoid", "silu", "leaky_relu"]
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.attention import attention_reference
-from ember.models.common import ModelSection
+from ember.models.common import MAX_WIDTH, ModelSection
 from ember.models.sampling import sample_next
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "build_gpt", "flops_per_token"]
@@ -39,7 +39,7 @@ class GPTConfig(ModelSection):
     name: Literal["gpt"] = "gpt"
     n_layer: int = Field(4, ge=1)
     n_head: int = Field(4, ge=1)
-    n_embd: int = Field(128, ge=8)
+    n_embd: int = Field(128, ge=8, le=MAX_WIDTH)
     block_size: int | None = Field(None, ge=1, description="context length; default: the data's window")
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = True

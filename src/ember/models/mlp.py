@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
-from ember.models.common import Activation, ModelSection, activation
+from ember.models.common import Activation, ModelSection, Width, activation
 
 __all__ = ["MLPConfig", "MLP"]
 
@@ -18,7 +18,7 @@ class MLPConfig(ModelSection):
     """Hidden sizes and regularisation; input and output sizes come from the data."""
 
     name: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [64], description="hidden layer widths")
+    hidden: list[Width] = Field(default_factory=lambda: [64], description="hidden layer widths")
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     batch_norm: bool = False

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
+from ember.models.common import MAX_WIDTH, Width
 from ember.section import Section
 
 __all__ = ["MFConfig", "TwoTowerConfig", "MatrixFactorization", "TwoTower", "build_mf", "build_two_tower"]
@@ -45,8 +46,8 @@ class TwoTowerConfig(Section):
 
     name: Literal["two_tower"] = "two_tower"
     dim: int = Field(64, ge=1, le=4096, description="id embedding width")
-    hidden: list[int] = Field(default_factory=lambda: [128], description="tower MLP widths")
-    out_dim: int = Field(64, ge=1, description="width of each tower's output")
+    hidden: list[Width] = Field(default_factory=lambda: [128], description="tower MLP widths")
+    out_dim: int = Field(64, ge=1, le=MAX_WIDTH, description="width of each tower's output")
     interaction: Literal["dot", "mlp"] = Field("dot", description="dot: two-tower retrieval; mlp: NCF")
     dropout: float = Field(0.0, ge=0, lt=1)
     user_features: bool = False

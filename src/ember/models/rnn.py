@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
-from ember.models.common import ModelSection
+from ember.models.common import MAX_WIDTH, ModelSection
 
 __all__ = ["RNNConfig", "RNNModel", "LSTMCellReference", "lstm_reference", "build_rnn"]
 
@@ -27,11 +27,11 @@ __all__ = ["RNNConfig", "RNNModel", "LSTMCellReference", "lstm_reference", "buil
 class RNNConfig(ModelSection):
     name: Literal["rnn"] = "rnn"
     cell: Literal["rnn", "lstm", "gru"] = "lstm"
-    hidden_size: int = Field(128, ge=1)
+    hidden_size: int = Field(128, ge=1, le=MAX_WIDTH)
     num_layers: int = Field(1, ge=1)
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)
-    embed_dim: int = Field(64, ge=1, description="token embedding size (token inputs only)")
+    embed_dim: int = Field(64, ge=1, le=MAX_WIDTH, description="token embedding size (token inputs only)")
     pooling: Literal["last", "mean", "max"] = "last"
 
 

@@ -17,17 +17,17 @@ from torch import Tensor, nn
 from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.attention import MultiHeadSelfAttention
-from ember.models.common import ModelSection
+from ember.models.common import MAX_WIDTH, ModelSection
 
 __all__ = ["TransformerConfig", "TransformerClassifier", "build_transformer", "sinusoidal_positions"]
 
 
 class TransformerConfig(ModelSection):
     name: Literal["transformer"] = "transformer"
-    d_model: int = Field(128, ge=8)
+    d_model: int = Field(128, ge=8, le=MAX_WIDTH)
     n_head: int = Field(4, ge=1)
     n_layer: int = Field(2, ge=1)
-    d_ff: int = Field(256, ge=8)
+    d_ff: int = Field(256, ge=8, le=MAX_WIDTH)
     dropout: float = Field(0.1, ge=0, lt=1)
     positional: Literal["sinusoidal", "learned"] = "sinusoidal"
     pooling: Literal["mean", "cls"] = "mean"

@@ -20,7 +20,7 @@ class PrivacyConfig(Section):
     BatchNorm -> GroupNorm), so that the run's model can be rebuilt from its config.
     """
 
-    target_epsilon: float | None = Field(None, gt=0, description="the budget the run spends in total")
+    target_epsilon: float | None = Field(None, ge=0.01, le=1000, description="the budget the run spends in total, 0.01..1000 (below 0.01 no noise level reaches it in float arithmetic)")
     noise_multiplier: float | None = Field(None, ge=0, description="fixed noise std / max_grad_norm")
     delta: float | None = Field(None, gt=0, lt=1, description="default: 1 / number of training samples")
     max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping bound")

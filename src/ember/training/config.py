@@ -69,7 +69,7 @@ class TrainConfig(Section):
 
     epochs: int = Field(10, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="0..2^32-1 (NumPy's seed range)")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: each epoch")
     keep_checkpoints: int = Field(2, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -81,7 +81,7 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig | None = None
     nonfinite: Literal["stop", "skip"] = "stop"
     log_every: int = Field(10, ge=1, description="optimizer steps between logged points")
-    threads: int | None = Field(None, ge=1, description="CPU threads (torch.set_num_threads)")
+    threads: int | None = Field(None, ge=1, le=4096, description="CPU threads (torch.set_num_threads)")
     strategy: Literal["auto", "single", "ddp", "fsdp"] = Field(
         "auto", description="auto: single for one process, ddp for more (launch with --nproc or torchrun)")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
