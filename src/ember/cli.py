@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ember import __version__
-from ember.cli_args import int_in, unescape
+from ember.cli_args import float_in, int_in, unescape
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError, show_ember_warnings
 from ember.privacy import cli as audit_cli
@@ -86,11 +86,11 @@ def _run_parsers(sub: Any) -> None:
     g = sub.add_parser("generate", help="stream text from a language-model run")
     g.add_argument("run_dir", type=Path, help="a language-model run folder")
     g.add_argument("--prompt", default="", help="text to continue")
-    g.add_argument("--max-new-tokens", type=int, default=200)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=int_in(1, 1_000_000), default=200)
+    g.add_argument("--temperature", type=float_in(0, 100), default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int_in(1), default=None)
+    g.add_argument("--top-p", type=float_in(0, 1), default=None)
+    g.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
     g.add_argument("--stop", action="append", default=None, type=unescape,
                    help=r"stop string (repeatable); escapes like \n are interpreted")
 

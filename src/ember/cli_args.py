@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["unescape"]
 
@@ -30,18 +31,33 @@ def unescape(text: str) -> str:
     return _PATTERN.sub(one, text)
 
 
-def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse `type` accepting whole numbers in [low, high]; argparse turns its error into exit 2."""
+def _number_in(kind: type, low: float, high: float | None) -> Callable[[str], Any]:
+    """An argparse `type` for finite numbers of `kind` in [low, high]; argparse turns its error into exit 2."""
     import argparse
+    import math
 
-    def parse(text: str) -> int:
+    noun = "whole number" if kind is int else "number"
+
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {noun}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"got {text}; give a finite number")
         if value < low or (high is not None and value > high):
             valid = f"{low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range; valid: {valid}")
+            raise argparse.ArgumentTypeError(f"{text} is out of range; valid: {valid}")
         return value
 
     return parse
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """Whole numbers in [low, high] (an argparse `type`)."""
+    return _number_in(int, low, high)
+
+
+def float_in(low: float, high: float | None = None) -> Callable[[str], float]:
+    """Finite numbers in [low, high] (an argparse `type`): nan and inf are refused."""
+    return _number_in(float, low, high)

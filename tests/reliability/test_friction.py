@@ -79,6 +79,10 @@ def test_evaluate_keeps_the_precision_metric_a_number(digits_run: Path, capsys: 
     (["serve", "RUN", "--port", "70000"], "--port: 70000 is out of range; valid: 1..65535"),
     (["serve", "RUN", "--port", "http"], "--port: 'http' is not a whole number"),
     (["explain", "RUN", "--examples", "-1"], "--examples: -1 is out of range; valid: 1..10000"),
+    (["generate", "RUN", "--temperature", "nan"], "--temperature: got nan; give a finite number"),
+    (["generate", "RUN", "--temperature", "-1"], "--temperature: -1 is out of range; valid: 0..100"),
+    (["generate", "RUN", "--top-p", "inf"], "--top-p: got inf"),
+    (["generate", "RUN", "--seed", str(2**70)], f"--seed: {2**70} is out of range"),
 ])
 def test_out_of_range_numbers_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
