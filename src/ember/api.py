@@ -64,6 +64,7 @@ def train(
     data: DataBundle | Sequence[Any] | None = None,
     task: str | None = None,
     callbacks: Iterable[Callback] = (),
+    live: bool = True,
 ) -> Run:
     """Train a recipe (name, YAML path or config), or your own model and data, into a run.
 
@@ -79,6 +80,9 @@ def train(
         data: a `DataBundle`, or `(train, val, test)` map-style Datasets of (input, target).
         task: with Dataset tuples: "classification" (default) or "regression".
         callbacks: `ember.Callback` objects called during training.
+        quiet: print nothing (the same as `verbose=False`; either one silences the run).
+        verbose: print progress and the results table (default).
+        live: on a terminal, a live progress bar; False: plain log lines (`ember train --quiet`).
 
     Returns:
         The `Run`; its `summary.json` holds per-split metrics, timing and size.
@@ -105,7 +109,8 @@ def train(
                                         or (bundle is None and cfg.data.name == "object")):
             raise ConfigError(f"--resume: '{continued.path}' was trained from objects; pass model= and "
                               "data= again to resume it")
-        result = train_session(cfg, continued, run_dir, env, quiet, verbose, model, bundle, callbacks, t0)
+        verbose = verbose and not quiet  # one knob: either flag silences the run
+        result = train_session(cfg, continued, run_dir, env, not live, verbose, model, bundle, callbacks, t0)
         if isinstance(result, Trained):
             if cfg.log.report:
                 build_report(result.run, result.model, result.bundle, result.task, result.device,

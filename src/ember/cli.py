@@ -186,7 +186,7 @@ def _train(args: argparse.Namespace) -> int:
         return launch_train(recipe, overrides, args.nproc, args.max_restarts, args.run_dir, args.resume, args.quiet)
     from ember.api import train
 
-    train(recipe, overrides, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
+    train(recipe, overrides, run_dir=args.run_dir, resume=args.resume, live=not args.quiet)
     return 0
 
 

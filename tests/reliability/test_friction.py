@@ -89,3 +89,11 @@ def test_out_of_range_numbers_exit_2(argv: list[str], expected: str, capsys: pyt
         main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and expected in err and "Traceback" not in err
+
+
+def test_quiet_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`quiet=True` silences a run as `verbose=False` does: nothing on stdout or stderr."""
+    run = ember.train("xor-mlp", ["train.epochs=3", "log.report=false"], run_dir=tmp_path / "q", quiet=True)
+    ember.evaluate(run.path)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
