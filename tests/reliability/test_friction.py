@@ -97,3 +97,29 @@ def test_quiet_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str])
     ember.evaluate(run.path)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def _moons() -> tuple[object, object, object]:
+    from tests.open.test_objects import _datasets
+
+    return _datasets(60)
+
+
+def test_a_model_that_cannot_take_the_data_fails_before_a_run_exists(tmp_path: Path) -> None:
+    from torch import nn
+
+    from ember.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model Sequential cannot take this data: on a batch of inputs shaped "
+                                          r"\(2, 2\) it raised RuntimeError: mat1 and mat2"):
+        ember.train(model=nn.Sequential(nn.Linear(3, 2)), data=_moons(), run_dir=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_softmax_output_is_warned_about(tmp_path: Path) -> None:
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2), nn.Softmax(dim=-1))
+    with pytest.warns(UserWarning, match="returns probabilities .* drop the final softmax"):
+        ember.train(model=model, data=_moons(), overrides=["train.epochs=1", "log.report=false"],
+                    run_dir=tmp_path / "run", quiet=True)

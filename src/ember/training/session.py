@@ -41,6 +41,7 @@ from ember.training.distributed import (
     parallelize,
     resolve_strategy,
 )
+from ember.training.dry_run import dry_forward
 from ember.training.evaluation import evaluate_split
 from ember.training.loggers import MLflowLogger, TensorBoardLogger
 from ember.training.loop import LoopState, fit
@@ -182,6 +183,8 @@ def train_session(cfg: ExperimentConfig, continued: Run | None, run_dir: str | P
     init_process_group(env, device, cfg.train.dist_timeout_s)
     if cfg.train.privacy is not None:  # [privacy] the config records the layers DP-SGD replaces
         cfg = record_fixes(cfg, model, bundle.info)
+    if model is not None and continued is None:  # a user's module: checked before a folder exists
+        dry_forward(model.to(device), bundle, device)
     continued = continued or _restarted_run(cfg, run_dir, env)
     if continued is not None and env.is_main:
         lock_run(continued.path)  # before anything is written; a new run is locked as it is created
