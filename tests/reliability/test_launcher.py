@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ember.errors import RunError
 from ember.runs import lock_run, unlock_run
 from tests.conftest import run_cli
 
@@ -48,6 +49,20 @@ def _wait(condition, seconds: float) -> bool:  # noqa: ANN001
     return condition()
 
 
+def _lock_free(run: Path) -> bool:
+    try:
+        lock_run(run)
+    except RunError:
+        return False
+    unlock_run(run)
+    return True
+
+
+def _lock_holders(run: Path) -> list[str]:
+    inode = (run / ".lock").stat().st_ino
+    return [line for line in Path("/proc/locks").read_text().splitlines() if f":{inode} " in line]
+
+
 def test_killing_the_launcher_ends_both_ranks_and_frees_the_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "EMBER_TEST_FAULT": "hang:0:3",
@@ -68,8 +83,7 @@ def test_killing_the_launcher_ends_both_ranks_and_frees_the_run(tmp_path: Path) 
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    lock_run(run)  # the lock died with its holder: nothing stale blocks the run
-    unlock_run(run)
+    assert _wait(lambda: _lock_free(run), 20), _lock_holders(run)  # died with its holder: nothing stale
     proc = run_cli("train", "--resume", run, "--quiet", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (run / "model.safetensors").is_file()
