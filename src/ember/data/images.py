@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,23 @@ def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Ten
 
 
 def make_augment(cfg: AugmentConfig, seed: int) -> Augment | None:
-    """Random translation (edge pixels repeated) and horizontal flip, per sample."""
-    if cfg.shift == 0 and not cfg.hflip:
+    """Random rotation/zoom, translation (edge pixels repeated) and horizontal flip, per sample."""
+    if cfg.shift == 0 and not cfg.hflip and cfg.rotate == 0 and cfg.scale == 0:
         return None
     s = cfg.shift
 
     def augment(x: Tensor, indices: Tensor, epoch: int) -> Tensor:  # x: (B, C, H, W)
         b, _, h, w = x.shape
+        if cfg.rotate > 0 or cfg.scale > 0:
+            # One affine warp per sample; border padding repeats the background, which is
+            # what the edge holds in digit-style images.
+            angle = (uniform(seed, epoch, indices, 4) * 2 - 1) * math.radians(cfg.rotate)
+            zoom = 1 + (uniform(seed, epoch, indices, 5) * 2 - 1) * cfg.scale
+            cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+            theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                                 torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1).to(x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if s > 0:
             dy = (uniform(seed, epoch, indices, 1) * (2 * s + 1)).long()  # (B,) in [0, 2s]
             dx = (uniform(seed, epoch, indices, 2) * (2 * s + 1)).long()
