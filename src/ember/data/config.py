@@ -34,6 +34,8 @@ class AugmentConfig(Section):
 
     shift: int = Field(0, ge=0, le=8, description="max translation in pixels per axis")
     hflip: bool = False
+    rotate: float = Field(0.0, ge=0, le=45, description="max rotation in degrees either way")
+    scale: float = Field(0.0, ge=0, le=0.5, description="max relative zoom in or out (0.1: 90%..110%)")
 
 
 class BaseDataConfig(Section):

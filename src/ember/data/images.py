@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_IMAGE_PIXELS = 89_478_485
 
 
-def decode_image(src: Any, mode: str, size: tuple[int, int], max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def decode_image(src: Any, mode: str, size: tuple[int, int] | None, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode an image file (path or binary stream) to `mode`, resized to (width, height), in [0, 1].
+
+    `size=None` keeps the image's own size.
 
     The size in the header is checked before any pixel is decoded, so a small file claiming a
     huge image (a decompression bomb) costs nothing.
@@ -41,7 +44,9 @@ def decode_image(src: Any, mode: str, size: tuple[int, int], max_pixels: int = M
             if width * height > max_pixels:
                 raise DataError(f"image '{name}' is {width}x{height} = {width * height} pixels; "
                                 f"the limit is {max_pixels}; resize it first")
-            img = img.convert(mode).resize(size, Image.Resampling.BILINEAR)
+            img = img.convert(mode)
+            if size is not None:
+                img = img.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.float32) / 255.0
     except Image.DecompressionBombError as exc:
         raise DataError(f"image '{name}' is too large ({exc}); resize it first") from None
@@ -63,13 +68,23 @@ def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Ten
 
 
 def make_augment(cfg: AugmentConfig, seed: int) -> Augment | None:
-    """Random translation (edge pixels repeated) and horizontal flip, per sample."""
-    if cfg.shift == 0 and not cfg.hflip:
+    """Random rotation/zoom, translation (edge pixels repeated) and horizontal flip, per sample."""
+    if cfg.shift == 0 and not cfg.hflip and cfg.rotate == 0 and cfg.scale == 0:
         return None
     s = cfg.shift
 
     def augment(x: Tensor, indices: Tensor, epoch: int) -> Tensor:  # x: (B, C, H, W)
         b, _, h, w = x.shape
+        if cfg.rotate > 0 or cfg.scale > 0:
+            # One affine warp per sample; border padding repeats the background, which is
+            # what the edge holds in digit-style images.
+            angle = (uniform(seed, epoch, indices, 4) * 2 - 1) * math.radians(cfg.rotate)
+            zoom = 1 + (uniform(seed, epoch, indices, 5) * 2 - 1) * cfg.scale
+            cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+            theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                                 torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1).to(x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if s > 0:
             dy = (uniform(seed, epoch, indices, 1) * (2 * s + 1)).long()  # (B,) in [0, 2s]
             dx = (uniform(seed, epoch, indices, 2) * (2 * s + 1)).long()
@@ -97,6 +112,16 @@ def read_image(path: Any, info: DataInfo, max_pixels: int = MAX_IMAGE_PIXELS) ->
         DataError: not an image, or over `max_pixels` pixels (see `decode_image`).
     """
     channels, height, width = info.input_shape
+    mnist_like = channels == 1 and (height, width) == (28, 28) and info.extra.get("ink_on_dark", False)
+    if mnist_like:  # crop, fit 20x20 and centre by mass, as the MNIST digits were made
+        from ember.data.drawing import mnist_style
+
+        gray = decode_image(path, "L", None, max_pixels)
+        border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
+        if border > gray.mean():
+            gray = 1.0 - gray
+        x = torch.from_numpy(mnist_style(gray))[None]
+        return normalize(x[None], info.mean, info.std)[0]
     arr = decode_image(path, "L" if channels == 1 else "RGB", (width, height), max_pixels)
     if arr.ndim == 2:
         arr = arr[None]  # (1, H, W)

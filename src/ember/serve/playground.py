@@ -18,17 +18,22 @@ table td{padding:.1rem .5rem}pre{white-space:pre-wrap;background:#f6f6f6;padding
 _JS = """
 const KIND = document.body.dataset.kind, TASK = document.body.dataset.task;
 function headers(){const h={'content-type':'application/json'};const k=document.getElementById('key').value;if(k)h['X-API-Key']=k;return h;}
+function el(tag,text){const e=document.createElement(tag);if(text!==undefined)e.textContent=text;return e;}
 function show(pred){
-  const box=document.getElementById('result');
+  // Class names come from the run folder (untrusted): textContent only, never innerHTML.
+  const box=document.getElementById('result');box.replaceChildren();
   if(pred.label!==undefined){
-    let rows=Object.entries(pred.probabilities).sort((a,b)=>b[1]-a[1]).slice(0,10)
-      .map(([n,p])=>`<tr><td>${n}</td><td><span class="bar" style="width:${Math.round(p*200)}px"></span> ${p.toFixed(3)}</td></tr>`).join('');
-    box.innerHTML=`<h2 id="label">${pred.label}</h2><table>${rows}</table>`;
-  } else { box.innerHTML=`<pre id="label">${JSON.stringify(pred,null,1)}</pre>`; }
+    box.append(el('h3','probabilities'));const h=el('h2',String(pred.label));h.id='label';box.append(h);
+    const t=el('table');
+    for(const [n,p] of Object.entries(pred.probabilities).sort((a,b)=>b[1]-a[1]).slice(0,10)){
+      const tr=el('tr'),a=el('td',n),b=el('td'),bar=el('span');bar.className='bar';bar.style.width=Math.round(p*200)+'px';
+      b.append(bar,document.createTextNode(' '+p.toFixed(3)));tr.append(a,b);t.append(tr);}
+    box.append(t);
+  } else { const pre=el('pre',JSON.stringify(pred,null,1));pre.id='label';box.append(pre); }
 }
 async function predict(item){
   const r=await fetch('/v1/predict',{method:'POST',headers:headers(),body:JSON.stringify({inputs:item})});
-  const body=await r.json(); if(!r.ok){document.getElementById('result').innerHTML=`<p id="label">error ${r.status}: ${body.detail}</p>`;return;}
+  const body=await r.json(); if(!r.ok){const p=el('p',`error ${r.status}: ${body.detail}`);p.id='label';document.getElementById('result').replaceChildren(p);return;}
   show(body.predictions[0]);
 }
 if(KIND==='image'){
@@ -55,7 +60,7 @@ if(KIND==='image'){
     r.onload=()=>predict({audio:r.result.split(',')[1]});r.readAsDataURL(f);};
 } else if(TASK==='lm'){
   document.getElementById('send').onclick=async()=>{
-    const out=document.getElementById('result');out.innerHTML='<pre id="label"></pre>';const pre=document.getElementById('label');
+    const out=document.getElementById('result');const pre=el('pre');pre.id='label';out.replaceChildren(pre);
     pre.textContent=document.getElementById('text').value;
     const r=await fetch('/v1/generate',{method:'POST',headers:headers(),body:JSON.stringify({prompt:pre.textContent,max_new_tokens:200,stream:true})});
     const reader=r.body.getReader(),dec=new TextDecoder();let buf='';
@@ -75,8 +80,10 @@ def playground_html(info: Any, run_name: str) -> str:
     kind, task = info.input_kind, info.task
     if kind == "image":
         controls = ('<p>Draw a digit (white on black) or upload an image.</p>'
-                    '<canvas id="pad" width="280" height="280"></canvas> '
-                    '<canvas id="saliency" width="280" height="280" title="saliency"></canvas><br>'
+                    '<div style="display:flex;gap:1rem"><figure><figcaption>your drawing</figcaption>'
+                    '<canvas id="pad" width="280" height="280"></canvas></figure>'
+                    '<figure><figcaption>saliency</figcaption>'
+                    '<canvas id="saliency" width="280" height="280" title="saliency"></canvas></figure></div>'
                     '<button id="send">Predict</button><button id="clear">Clear</button>'
                     '<input type="file" id="file" accept="image/*">')
     elif kind == "audio":
