@@ -153,8 +153,8 @@ def read_lazyload(folder: Path, names: list[str] | None = None) -> dict[str, Any
     """The objects of an R package's `data/Rdata.rdb`, by name (all, or those in `names`)."""
     rdx, rdb = folder / "Rdata.rdx", folder / "Rdata.rdb"
     try:
-        index = unserialize(gzip.decompress(rdx.read_bytes()) if rdx.read_bytes()[:2] == b"\x1f\x8b"
-                            else _inflate(rdx.read_bytes()))
+        raw_index = rdx.read_bytes()
+        index = unserialize(gzip.decompress(raw_index) if raw_index[:2] == b"\x1f\x8b" else _inflate(raw_index))
         data = rdb.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"cannot read the R data in '{folder}': {exc}") from None
