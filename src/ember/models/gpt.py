@@ -51,6 +51,8 @@ class KVCache:
     """Keys and values of every layer for the positions already processed.
 
     `k[layer]`, `v[layer]`: (B, H, T_max, hd), preallocated; positions `[0, length)` are filled.
+    With per-row start positions (a LongTensor `start_pos`) each row fills its own prefix and
+    `length` is the longest; entries past a row's own position are stale and masked out.
     """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
@@ -81,11 +83,13 @@ class CausalSelfAttention(nn.Module):
         self.keep_attention = False  # set from outside (explain/report) to record weights
         self.last_attention: Tensor | None = None
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | Tensor = 0) -> Tensor:
         b, t, _ = x.shape  # (B, T, C)
         c = self.c_attn.out_features // 3  # heads' total width, read from the layer (= C unless resized)
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
+        if isinstance(start, Tensor):
+            return self._per_row(q, k, v, cache, layer, start)
         if cache is not None:
             cache.k[layer][:, :, start:start + t] = k
             cache.v[layer][:, :, start:start + t] = v
@@ -103,6 +107,26 @@ class CausalSelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # (B, T, C)
+        return self.resid_drop(self.c_proj(y))
+
+    def _per_row(self, q: Tensor, k: Tensor, v: Tensor, cache: KVCache | None, layer: int, start: Tensor) -> Tensor:
+        """Attention when row b's queries sit at start[b]..start[b]+T-1 (continuous batching)."""
+        b, _, t, hd = q.shape
+        offs = start[:, None] + torch.arange(t, device=q.device)  # (B, T) absolute positions
+        if cache is not None:
+            rows = torch.arange(b, device=q.device)[:, None]  # (B, 1)
+            # Advanced indices around a slice put (B, T) first: the values go in as (B, T, H, hd).
+            cache.k[layer][rows, :, offs] = k.transpose(1, 2)
+            cache.v[layer][rows, :, offs] = v.transpose(1, 2)
+            span = int(offs.max()) + 1
+            k = cache.k[layer][:, :, :span]  # (B, H, span, hd)
+            v = cache.v[layer][:, :, :span]
+        span = k.shape[2]
+        # Key j is visible to row b's query i when j <= start[b] + i: the row's own past only,
+        # so entries a finished sequence left in this row (beyond start[b]) are never read.
+        mask = torch.arange(span, device=q.device)[None, None, :] <= offs[:, :, None]  # (B, T, span)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=0.0)
+        y = y.transpose(1, 2).contiguous().view(b, t, hd * self.n_head)  # (B, T, C)
         return self.resid_drop(self.c_proj(y))
 
 
@@ -130,7 +154,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias, cfg.gelu)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | Tensor = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), cache, layer, start)  # (B, T, C)
         return x + self.mlp(self.ln_2(x))
 
@@ -165,17 +189,22 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: Tensor, kv_cache: KVCache | None = None, start_pos: int | None = None) -> Tensor:
+    def forward(self, idx: Tensor, kv_cache: KVCache | None = None, start_pos: int | Tensor | None = None) -> Tensor:
         """Logits (B, T, V_padded) for idx (B, T) whose first token sits at `start_pos`.
 
         With `kv_cache`, keys and values are written at positions start_pos..start_pos+T-1,
         attention also reads the cached positions before them, and `kv_cache.length`
         becomes start_pos + T. `start_pos` defaults to `kv_cache.length` (0 without a cache).
+        `start_pos` may be a LongTensor (B,) of per-row positions: row b's tokens sit at
+        start_pos[b].., its K/V are written there in row b, and it attends only to cache
+        positions up to its own (the serving scheduler batches sequences of different lengths).
         """
         return self.lm_head(self._features(idx, kv_cache, start_pos))
 
-    def _features(self, idx: Tensor, kv_cache: KVCache | None, start_pos: int | None) -> Tensor:
+    def _features(self, idx: Tensor, kv_cache: KVCache | None, start_pos: int | Tensor | None) -> Tensor:
         b, t = idx.shape  # (B, T)
+        if isinstance(start_pos, Tensor):
+            return self._features_per_row(idx, kv_cache, start_pos.to(device=idx.device, dtype=torch.long))
         start = start_pos if start_pos is not None else (kv_cache.length if kv_cache is not None else 0)
         if start + t > self.block_size:
             raise ValueError(f"positions up to {start + t} exceed block_size {self.block_size}")
@@ -191,12 +220,28 @@ class GPT(nn.Module):
             kv_cache.length = start + t
         return self.ln_f(x)  # (B, T, C)
 
-    def new_cache(self, batch: int) -> KVCache:
-        """An empty cache for `batch` sequences of up to `block_size` positions."""
+    def _features_per_row(self, idx: Tensor, kv_cache: KVCache | None, start: Tensor) -> Tensor:
+        b, t = idx.shape  # (B, T); start: (B,)
+        if start.shape != (b,):
+            raise ValueError(f"start_pos tensor must have shape ({b},), got {tuple(start.shape)}")
+        limit = kv_cache.max_len if kv_cache is not None else self.block_size
+        if int(start.min()) < 0 or int(start.max()) + t > min(limit, self.block_size):
+            raise ValueError(f"positions up to {int(start.max()) + t} exceed block_size {self.block_size}")
+        pos = start[:, None] + torch.arange(t, device=idx.device)  # (B, T)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv_cache, i, start)
+        if kv_cache is not None:
+            kv_cache.length = max(kv_cache.length, int(start.max()) + t)
+        return self.ln_f(x)  # (B, T, C)
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        """An empty cache for `batch` sequences of up to `max_len` (default `block_size`) positions."""
         p = self.wte.weight
         attn = self.blocks[0].attn  # sizes read from the layers, which may have been resized
         hd = attn.c_attn.out_features // (3 * attn.n_head)
-        return KVCache(len(self.blocks), batch, attn.n_head, self.block_size, hd, p.device, p.dtype)
+        length = min(max_len or self.block_size, self.block_size)
+        return KVCache(len(self.blocks), batch, attn.n_head, length, hd, p.device, p.dtype)
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

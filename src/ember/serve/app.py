@@ -235,13 +235,18 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     batcher = MicroBatcher(_runner(loaded, runtime), max_batch, max_wait_ms, batch_sizes.observe)
     admission = Admission(max_pending)
     decoders = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ember-decode")
+    schedulers: list[Any] = []  # the OpenAI routes' continuous-batching scheduler, for LM runs
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        for s in schedulers:
+            s.start()
         yield
         admission.draining = True  # new requests get 503 while the batches in flight finish
         await batcher.stop()
+        for s in schedulers:
+            await run_in_threadpool(s.stop)
         decoders.shutdown(wait=False)
 
     app = FastAPI(title="Ember model server", version="1", description=f"Serving {loaded.run.path.name}",
@@ -251,6 +256,12 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     # which wraps the body limit, so a 429 is answered before any body is read.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(AdmissionLimit, admission=admission)
+
+    if loaded.info.task == "lm" and runtime == "torch" and hasattr(loaded.model, "new_cache"):
+        from ember.serve.openai_api import mount_openai
+
+        schedulers.append(mount_openai(app, loaded, tokenizer, max_batch, max_pending))
+        app.state.scheduler = schedulers[0]
 
     def budget() -> _Budget:
         return _Budget(max_image_pixels, max_request_pixels)
