@@ -80,7 +80,7 @@ def test_activations_scale_with_batch_and_precision() -> None:
 
 
 def test_plan_without_data_files() -> None:
-    result = plan("mnist-cnn", ["data.root=/nonexistent"])
+    result = plan("mnist-cnn", ["data.root=/nonexistent", "data.installed=false"])
     assert result["data"]["note"].startswith("data files absent; sizes assumed")
     assert result["data"]["input_shape"] == [1, 28, 28]
     cfg = load("mnist-cnn")
@@ -126,9 +126,9 @@ def test_plan_bad_override() -> None:
 
 
 def test_print_plan_human_units(capsys: pytest.CaptureFixture[str]) -> None:
-    print_plan(plan("mnist-cnn", ["data.root=/nonexistent"]))
+    print_plan(plan("mnist-cnn", ["data.root=/nonexistent", "data.installed=false"]))
     out = capsys.readouterr().out
-    assert "plan: mnist-cnn" in out and "MiB" in out and "421.74K" in out
+    assert "plan: mnist-cnn" in out and "MiB" in out and "105.91K" in out
     assert "data files absent" in out
 
 
