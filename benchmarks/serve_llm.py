@@ -89,8 +89,8 @@ def main() -> None:
     runs = [args.run] if args.run else []
     if not runs:
         root = Path(tempfile.mkdtemp())
-        runs.append(ember.train("stdlib-char-gpt", ["data.max_chars=200000", "data.block_size=256", "model.n_layer=4",
-                                                    "model.n_embd=128", "train.max_steps=20", f"log.runs_dir={root}",
+        runs.append(ember.train("stdlib-char-gpt", ["data.max_chars=200000", "data.block_size=256", "model.n_layer=6",
+                                                    "model.n_embd=384", "train.max_steps=5", f"log.runs_dir={root}",
                                                     "log.report=false"], verbose=False).path)
         runs += sorted(p for p in Path("runs").glob("*") if "smollm2" in p.name.lower() and p.is_dir())[:1]
     results = [bench(r, args.clients, args.tokens) for r in runs]
