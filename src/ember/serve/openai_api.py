@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -123,7 +123,6 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
     template = find_chat_template(loaded.run.path)
     model_id = loaded.run.path.name
     created = int(time.time())
-    router = APIRouter()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -133,7 +132,7 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return error(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}", param=where)
 
-    @router.get("/v1/models")
+    @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created,
                                             "owned_by": "ember", "active_slots": sched.active,
@@ -226,14 +225,14 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @router.post("/v1/completions", response_model=None)
+    @app.post("/v1/completions", response_model=None)
     async def completions(request: Request, body: CompletionRequest) -> Any:
         if isinstance(body.prompt, list) and len(body.prompt) != 1:
             return error(400, "prompt: give one string (batches of prompts are not supported)", param="prompt")
         prompt = body.prompt[0] if isinstance(body.prompt, list) else body.prompt
         return await serve(request, body, prompt, chat=False)
 
-    @router.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request, body: ChatRequest) -> Any:
         messages = [{**m.model_dump(exclude_none=True), "content": _text(m.content)} for m in body.messages]
         try:
@@ -243,5 +242,4 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
             return error(400, f"the run's chat template failed on these messages: {exc}", param="messages")
         return await serve(request, body, prompt, chat=True)
 
-    app.include_router(router)
     return sched
