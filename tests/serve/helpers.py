@@ -10,6 +10,20 @@ from contextlib import contextmanager
 from typing import Any
 
 
+def wait_healthy(url: str, timeout_s: float = 60) -> None:
+    """Wait until `url`/health answers 200 (a server subprocess starting), at most `timeout_s`."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:

@@ -22,7 +22,7 @@ import ember
 from ember.serve import create_app
 from ember.serve.continuous import GenRequest, QueueFull, Scheduler
 from ember.serve.openai_api import find_chat_template, format_chat
-from tests.serve.helpers import free_port, serving
+from tests.serve.helpers import free_port, serving, wait_healthy
 
 KEY = "sk-test-key"
 
@@ -43,13 +43,7 @@ def server(lm_run: Path) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "ember", "serve", str(lm_run), "--port", str(port),
                              "--max-batch", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    wait_healthy(url)
     try:
         yield url
     finally:

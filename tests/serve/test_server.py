@@ -20,7 +20,7 @@ from PIL import Image
 
 import ember
 from ember.serve import create_app
-from tests.serve.helpers import free_port, serving
+from tests.serve.helpers import free_port, serving, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +150,7 @@ def test_cli_serve_starts_and_stops_gracefully(runs: dict[str, Path]) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     result: dict[str, httpx.Response] = {}
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{port}")
         # A long generation is in flight when SIGTERM arrives: it must still complete.
         slow = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
             f"http://127.0.0.1:{port}/v1/generate", json={"prompt": "def ", "max_new_tokens": 3000, "temperature": 0},

