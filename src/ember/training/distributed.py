@@ -14,6 +14,7 @@ every function here is a no-op.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import datetime
@@ -21,7 +22,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -101,14 +101,28 @@ def die_with_launcher(poll_s: float = 0.5, grace_s: float = 5.0) -> None:
     if os.getppid() != parent or parent == 1:  # the launcher died before prctl took effect
         os._exit(143)
 
+    finished = threading.Event()
+
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(poll_s)
+            if finished.wait(poll_s):
+                return
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace_s)
-        os._exit(143)
+        if not finished.wait(grace_s):
+            os._exit(143)
 
-    threading.Thread(target=watch, name="ember-launcher-watch", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="ember-launcher-watch", daemon=True)
+    watcher.start()
+
+    def stop_watching() -> None:
+        # A daemon thread still alive when the interpreter finalizes is ended by pthread_exit
+        # as it retakes the GIL; with a C++ frame on its stack that aborts the whole process
+        # ("terminate called without an active exception", pytorch#38228) after a run that
+        # had finished. The watcher is therefore stopped and joined while Python is whole.
+        finished.set()
+        watcher.join(timeout=poll_s + 1.0)
+
+    atexit.register(stop_watching)
 
 
 def init_process_group(env: DistEnv, device: torch.device, timeout_s: float) -> None:
