@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ember.errors import ConfigError, EmberError
 from ember.serve.batcher import MicroBatcher
-from ember.serve.guard import Admission, AdmissionLimit, BodyLimit, key_matches
+from ember.serve.guard import Admission, AdmissionLimit, BodyLimit, key_matches, validation_errors
 
 __all__ = ["create_app"]
 
@@ -62,10 +62,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class GenerateRequest(BaseModel):
     prompt: str = ""
     max_new_tokens: int = Field(100, ge=1, le=4096)
-    temperature: float = Field(0.8, ge=0)
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int = 0
+    # allow_inf_nan=False: NaN passes every ge/le comparison and reached torch as a 500.
+    temperature: float = Field(0.8, ge=0, le=100, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=1, le=1_000_000)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     stop: list[str] | None = None
     stream: bool = False
 
@@ -194,7 +195,10 @@ def _parse_item(item: Any, loaded: Any, tokenizer: Any, budget: _Budget) -> torc
         if len(values) != info.input_shape[0]:
             raise HTTPException(400, f"expected {info.input_shape[0]} numbers ({', '.join(info.feature_names)}), got {len(values)}")
         mean, std = torch.tensor(info.mean), torch.tensor(info.std)
-        return ((values - mean) / std)[None] if len(info.mean) else values[None]
+        scaled = ((values - mean) / std)[None] if len(info.mean) else values[None]
+        if not torch.isfinite(scaled).all():  # finite but huge (3e38) overflows once standardised
+            raise HTTPException(422, "inputs: values overflow once standardised; use numbers near the training range")
+        return scaled
     window = int(info.input_shape[0])
     if len(values) < window:
         raise HTTPException(400, f"expected at least {window} values, got {len(values)}")
@@ -252,6 +256,9 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     app = FastAPI(title="Ember model server", version="1", description=f"Serving {loaded.run.path.name}",
                   lifespan=lifespan)
     app.state.admission = admission
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(RequestValidationError, validation_errors)
     # Added innermost first: the API-key/metrics guard below wraps the admission bound,
     # which wraps the body limit, so a 429 is answered before any body is read.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -315,9 +322,15 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
         pixels = budget()
         # Decoding is CPU work: off the event loop, in a pool no wider than the machine, so the
         # loop thread is not starved of the GIL and /health stays fast under a burst.
-        x = await asyncio.get_running_loop().run_in_executor(
-            decoders, lambda: torch.cat([_parse_item(i, loaded, tokenizer, pixels) for i in items]))
-        out = await batcher.submit(x)
+        parts = await asyncio.get_running_loop().run_in_executor(
+            decoders, lambda: [_parse_item(i, loaded, tokenizer, pixels) for i in items])
+        if len({tuple(p.shape[1:]) for p in parts}) == 1:
+            out = await batcher.submit(torch.cat(parts))
+        else:  # texts of different lengths: each runs alone, so no padding changes an answer
+            out = torch.cat([await batcher.submit(p) for p in parts])
+        if not torch.isfinite(out).all():  # never a label with null probabilities
+            raise HTTPException(422, "inputs: the model's output is not finite for these values; "
+                                     "use numbers near the training range")
         return {"predictions": loaded.task.predict(out)}
 
     @app.post("/v1/generate", response_model=None, responses=ERRORS)

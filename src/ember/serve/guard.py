@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException
 
 from ember.errors import ConfigError
 
-__all__ = ["BodyLimit", "Admission", "AdmissionLimit", "run_server", "resolve_api_key", "key_matches", "exposure_warning", "WORK_PATHS"]
+__all__ = ["BodyLimit", "Admission", "AdmissionLimit", "run_server", "resolve_api_key", "key_matches", "exposure_warning", "WORK_PATHS",
+           "validation_errors"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,6 +32,25 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 WORK_PATHS = frozenset({"/v1/predict", "/v1/explain", "/v1/generate"})
+
+
+def _field(loc: Any) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+async def validation_errors(_: Any, exc: Any) -> Any:
+    """422 for a body that fails its schema, naming each field; never echoes the value.
+
+    FastAPI's own handler echoes the bad input, and a NaN or 2**70 in it made the JSON
+    encoder raise, which the client saw as a 500.
+    """
+    from starlette.responses import JSONResponse
+
+    errors = [{"loc": [str(p) for p in e.get("loc", ())], "field": _field(e.get("loc", ())),
+               "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in exc.errors()]
+    summary = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
+    return JSONResponse({"detail": errors, "error": summary}, status_code=422)
 
 
 async def _json_response(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
