@@ -117,11 +117,13 @@ def _run_parsers(sub: Any) -> None:
     sv.add_argument("--api-key", default=None, help="require this key (X-API-Key or Bearer) on every request; "
                     "visible in `ps`: prefer EMBER_API_KEY or --api-key-file")
     sv.add_argument("--api-key-file", type=Path, default=None, help="read the API key from this file")
-    sv.add_argument("--max-pending", type=int, default=64, help="work requests in progress at once; more get 429")
-    sv.add_argument("--max-batch", type=int, default=32)
-    sv.add_argument("--max-wait-ms", type=float, default=5.0)
-    sv.add_argument("--drain-s", type=float, default=30.0, help="on SIGINT/SIGTERM, how long the requests in "
+    sv.add_argument("--max-pending", type=int_in(1, 1_000_000), default=64, help="work requests in progress at once; more get 429")
+    sv.add_argument("--max-batch", type=int_in(1, 65536), default=32)
+    sv.add_argument("--max-wait-ms", type=float_in(0, 60_000), default=5.0)
+    sv.add_argument("--drain-s", type=float_in(0.001, 86_400), default=30.0, help="on SIGINT/SIGTERM, how long the requests in "
                     "flight (a long generation) may take to finish before the server exits (default 30)")
+    sv.add_argument("--header-timeout-s", type=float_in(0.001, 3600), default=10.0, help="close a connection whose request "
+                    "headers take longer than this (slow clients holding sockets; default 10)")
 
     add_compress_parser(sub)
     audit_cli.add_parser(sub)
@@ -258,16 +260,15 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from ember.serve import create_app
-    from ember.serve.guard import exposure_warning, resolve_api_key, run_server
+    from ember.serve.guard import exposure_warning, resolve_api_key
+    from ember.serve.server import bind_socket, run_server
 
-    if args.drain_s <= 0:
-        raise ConfigError(f"--drain-s: got {args.drain_s:g}; give the seconds the requests in flight may take "
-                          "to finish, > 0")
     key = resolve_api_key(args.api_key, args.api_key_file)
+    sock = bind_socket(args.host, args.port)  # a busy port is told before the model loads
     app = create_app(args.run_dir, args.runtime, key, args.max_batch, args.max_wait_ms, max_pending=args.max_pending)
     if (warning := exposure_warning(args.host, key)) is not None:
         print(warning, file=sys.stderr)
-    run_server(app, args.host, args.port, args.drain_s)  # finishes in-flight requests on SIGINT/SIGTERM
+    run_server(app, sock, args.drain_s, args.header_timeout_s)  # finishes in-flight requests on SIGINT/SIGTERM
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 import ember
 from ember.serve import create_app
@@ -210,3 +211,13 @@ def test_scheduler_queue_bound_and_chat_formatting(tmp_path: Path) -> None:
     assert find_chat_template(tmp_path) is None
     (tmp_path / "chat_template.jinja").write_text(tpl)
     assert find_chat_template(tmp_path) == tpl
+
+
+@pytest.mark.parametrize(("field", "value"), [("temperature", "NaN"), ("top_p", "Infinity"), ("seed", str(2**70)),
+                                              ("n", "1000"), ("frequency_penalty", "NaN")])
+def test_openai_sampling_out_of_range_is_400_naming_the_field(lm_run: Path, field: str, value: str) -> None:
+    """As OpenAI answers: 400 `invalid_request_error` with `param` (NaN once reached torch as a 500)."""
+    with TestClient(create_app(lm_run), raise_server_exceptions=False) as client:
+        r = client.post("/v1/completions", content=f'{{"prompt": "a", "{field}": {value}}}',
+                        headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, (r.status_code, r.text)

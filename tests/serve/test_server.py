@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -144,13 +145,29 @@ def test_cli_serve_starts_and_stops_gracefully(runs: dict[str, Path]) -> None:
     assert bad.returncode == 2 and "valid: torch, onnx" in bad.stderr
     bad = run_cli("serve", runs["iris"], "--drain-s", "0")
     assert bad.returncode == 2 and "--drain-s" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("serve", runs["iris"], "--header-timeout-s", "nan")
+    assert bad.returncode == 2 and "--header-timeout-s" in bad.stderr and "Traceback" not in bad.stderr
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ember", "serve", str(runs["gpt"]), "--port", str(port),
-                             "--drain-s", "600"],  # finishing in flight is the point, not this machine's speed
+                             "--drain-s", "600",  # finishing in flight is the point, not this machine's speed
+                             "--header-timeout-s", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     result: dict[str, httpx.Response] = {}
     try:
         wait_healthy(f"http://127.0.0.1:{port}")
+        ready = [proc.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+        assert ready[0].strip() == f"serving on http://127.0.0.1:{port}", ready
+        assert f"http://127.0.0.1:{port}/" in ready[1] and f"http://127.0.0.1:{port}/docs" in ready[2], ready
+        # The same port again: one line naming the port, exit 2, before any model loads.
+        busy = run_cli("serve", runs["iris"], "--port", str(port))
+        assert busy.returncode == 2 and f"--port {port}" in busy.stderr and "already in use" in busy.stderr
+        assert "Traceback" not in busy.stderr and len(busy.stderr.strip().splitlines()) == 1, busy.stderr
+        # A slowloris client: headers begun, never finished; the server closes it after 1 s.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow_client:
+            slow_client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            assert slow_client.recv(1) == b""  # closed by the server, not by the 10 s client timeout
+            assert time.monotonic() - t0 < 8
         # A long generation is in flight when SIGTERM arrives: it must still complete.
         slow = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
             f"http://127.0.0.1:{port}/v1/generate", json={"prompt": "def ", "max_new_tokens": 3000, "temperature": 0},
@@ -165,3 +182,12 @@ def test_cli_serve_starts_and_stops_gracefully(runs: dict[str, Path]) -> None:
     assert result["r"].status_code == 200 and len(result["r"].json()["text"]) == 3000
     # uvicorn re-raises the signal after its graceful shutdown, so the exit is "terminated", not a crash
     assert proc.returncode in (0, -signal.SIGTERM), proc.stderr.read()
+
+
+def test_texts_of_different_lengths_are_answered_each_as_alone(runs: dict[str, Path]) -> None:
+    with TestClient(create_app(runs["gpt"]), raise_server_exceptions=False) as client:
+        short, long = "def f", "import os\nimport sys\n"
+        both = client.post("/v1/predict", json={"inputs": [short, long]})
+        assert both.status_code == 200, both.text
+        alone = [client.post("/v1/predict", json={"inputs": [x]}).json()["predictions"][0] for x in (short, long)]
+    assert both.json()["predictions"] == alone

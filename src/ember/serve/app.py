@@ -324,14 +324,17 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
         # loop thread is not starved of the GIL and /health stays fast under a burst.
         parts = await asyncio.get_running_loop().run_in_executor(
             decoders, lambda: [_parse_item(i, loaded, tokenizer, pixels) for i in items])
-        if len({tuple(p.shape[1:]) for p in parts}) == 1:
-            out = await batcher.submit(torch.cat(parts))
-        else:  # texts of different lengths: each runs alone, so no padding changes an answer
-            out = torch.cat([await batcher.submit(p) for p in parts])
-        if not torch.isfinite(out).all():  # never a label with null probabilities
-            raise HTTPException(422, "inputs: the model's output is not finite for these values; "
-                                     "use numbers near the training range")
-        return {"predictions": loaded.task.predict(out)}
+        # Texts of different lengths run each alone, so no padding changes an answer (and a
+        # language model's per-position outputs, of different lengths, are never concatenated).
+        groups = [torch.cat(parts)] if len({tuple(p.shape[1:]) for p in parts}) == 1 else parts
+        predictions: list[Any] = []
+        for group in groups:
+            out = await batcher.submit(group)
+            if not torch.isfinite(out).all():  # never a label with null probabilities
+                raise HTTPException(422, "inputs: the model's output is not finite for these values; "
+                                         "use numbers near the training range")
+            predictions += loaded.task.predict(out)
+        return {"predictions": predictions}
 
     @app.post("/v1/generate", response_model=None, responses=ERRORS)
     async def generate(body: GenerateRequest) -> Any:

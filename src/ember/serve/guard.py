@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from ember.errors import ConfigError
 
-__all__ = ["BodyLimit", "Admission", "AdmissionLimit", "run_server", "resolve_api_key", "key_matches", "exposure_warning", "WORK_PATHS",
+__all__ = ["BodyLimit", "Admission", "AdmissionLimit", "resolve_api_key", "key_matches", "exposure_warning", "WORK_PATHS",
            "validation_errors"]
 
 Scope = MutableMapping[str, Any]
@@ -163,22 +163,6 @@ class AdmissionLimit:
             await self.app(scope, receive, send)
         finally:
             adm.pending -= 1
-
-
-def run_server(app: Any, host: str, port: int, drain_s: float = 30.0) -> None:
-    """uvicorn, with work requests answered 503 from the moment SIGINT/SIGTERM arrives.
-
-    uvicorn finishes the requests in flight (up to `drain_s` seconds) before it exits.
-    """
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            app.state.admission.draining = True
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=drain_s)
-    Server(config).run()
 
 
 def resolve_api_key(given: str | None, key_file: Path | None, environ: MutableMapping[str, str] | None = None

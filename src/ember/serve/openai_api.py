@@ -43,15 +43,15 @@ class _Sampling(BaseModel):
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)  # NaN passes ge/le otherwise
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    n: int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
 
 
 class CompletionRequest(_Sampling):
