@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from ember.errors import RunError
 from ember.formatting import format_cell
-from ember.runs import Run, Study
+from ember.runs import Run, Study, read_json_object
 
 __all__ = ["print_summary", "print_metrics", "print_runs", "print_studies", "scalar_metrics",
            "print_compression"]
@@ -119,26 +118,49 @@ def print_compression(record: dict[str, Any], run_path: Path | None = None) -> N
                         f"{child.get('threads', 1)} thread")
 
 
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    """A study file's JSON object; None when it is missing or damaged (`ember runs` lists on)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_json_object(path)
+    except RunError:
+        return None
+
+
 def print_studies(studies: list[Study]) -> None:
-    """One table per `ember tune` study: its trials, their state and the watched metric."""
+    """One table per `ember tune` study: its trials, their state and the watched metric.
+
+    A damaged study file (tune.json, study.json, a trial's record) is named in a line and
+    shown as unknown; it never stops the listing.
+    """
     for study in studies:
-        settings = json.loads(study.settings.read_text())
-        metric = settings.get("metric", "val")
+        settings = _json_or_none(study.settings)
+        damaged = [p.name for p in (study.settings, study.record) if p.is_file() and _json_or_none(p) is None]
+        settings = settings or {}
+        metric = str(settings.get("metric", "val"))
         table = Table(title=f"study {study.path.name}: {settings.get('direction', '')} {metric}")
         for col in ("trial", "state", metric, "epochs", "params"):
             table.add_column(col, justify="right" if col in (metric, "epochs") else "left", overflow="fold")
         counts: dict[str, int] = {}
         for run in study.trials():
-            record = json.loads(run.trial.read_text()) if run.trial.is_file() else {}
-            state = record.get("state", "unknown")
+            record = _json_or_none(run.trial)
+            if record is None and run.trial.is_file():
+                damaged.append(f"{run.path.name}/{run.trial.name}")
+            record = record or {}
+            state = str(record.get("state", "unknown"))
             counts[state] = counts.get(state, 0) + 1
             value = record.get("value")
+            given = record.get("params")
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in record.get("params", {}).items())
+                               for k, v in (given.items() if isinstance(given, dict) else ()))
             table.add_row(run.path.name, state, f"{value:.4f}" if isinstance(value, (int, float)) else "-",
                           str(record.get("epochs", "-")), params)
         Console().print(table)
-        best = json.loads(study.record.read_text()).get("best") if study.record.is_file() else None
+        best = (_json_or_none(study.record) or {}).get("best")
+        best = best if isinstance(best, dict) and isinstance(best.get("value"), (int, float)) else None
         shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        Console().print(f"{study.path}: {shown}" + (f"; best {best['run']} ({best['value']:.4f}), "
+        Console().print(f"{study.path}: {shown}" + (f"; best {best.get('run')} ({best['value']:.4f}), "
                                                      f"config {study.best}" if best else ""))
+        if damaged:
+            Console().print(f"[yellow]{study.path}: damaged, shown as unknown: {', '.join(damaged)}[/yellow]")

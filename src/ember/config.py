@@ -31,6 +31,7 @@ from ember.models import MODELS, ModelConfig
 from ember.recipe_files import list_recipes
 from ember.section import Section
 from ember.training.config import OptimConfig, ScheduleConfig, TrainConfig
+from ember.yaml_safe import load_yaml, read_utf8
 
 __all__ = ["ExperimentConfig", "LogConfig", "load", "list_recipes", "to_yaml", "from_dict"]
 
@@ -95,7 +96,7 @@ _PLUGIN_BASES: dict[str, type[Section]] = {"data": BaseDataConfig, "model": Sect
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(text)  # safe loader: !!python/... tags are errors, never code
+        raw = load_yaml(text)  # safe loader: !!python/... tags are errors, never code
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML ({first})") from None
@@ -112,7 +113,7 @@ def _recipe_source(recipe: str) -> tuple[str, str, str]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file '{recipe}' does not exist")
-        return path.stem, path.read_text(), str(path)
+        return path.stem, read_utf8(path, "config file"), str(path)
     names = list_recipes()
     if recipe not in names:
         raise ConfigError(f"unknown recipe '{recipe}'; {did_you_mean(recipe, names)}")
@@ -128,7 +129,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"override '{item}': empty key part in '{key}'")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text  # an unparsable value is a string; validation decides
     return parts, value
@@ -152,7 +153,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     Changing a section's `name` (e.g. `model.name=mlp`) drops that section's other recipe
     keys, since they belong to the old choice.
     """
-    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    out: dict[str, Any] = load_yaml(yaml.safe_dump(raw)) or {}
     switched: dict[str, set[str]] = {}  # section -> keys the user set explicitly
     for item in overrides:
         parts, value = _parse_override(item)

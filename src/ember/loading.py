@@ -27,6 +27,7 @@ from ember.runs import Run, open_run, read_json_object
 from ember.safe_paths import inside, read_text
 from ember.tasks import Task, for_info
 from ember.weights import load_weights, sha256_file
+from ember.yaml_safe import load_yaml
 
 __all__ = ["LoadedRun", "load_run", "read_config", "read_data_info", "load_tokenizer"]
 
@@ -45,7 +46,7 @@ class LoadedRun:
 def read_config(run: Run) -> ExperimentConfig:
     """The run's `config.yaml`, validated like a recipe (a plug-in it names must be installed)."""
     try:
-        raw = yaml.safe_load(read_text(run.config, run.path))
+        raw = load_yaml(read_text(run.config, run.path))
     except yaml.YAMLError as exc:
         raise RunError(f"'{run.config}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-import yaml
+from ember.yaml_safe import load_yaml
 
 __all__ = ["list_recipes", "recipe_text", "recipe_description"]
 
@@ -25,5 +25,5 @@ def recipe_text(name: str) -> str:
 
 def recipe_description(name: str) -> str:
     """A shipped recipe's `description` line (safe loader: a tag is an error, never code)."""
-    raw = yaml.safe_load(recipe_text(name))
+    raw = load_yaml(recipe_text(name))
     return str(raw.get("description", "")) if isinstance(raw, dict) else ""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.errors import ConfigError
+from ember.yaml_safe import load_yaml
 
 __all__ = ["add_compress_parser", "steps_from_args", "run_compress"]
 
@@ -53,7 +54,7 @@ def _student(value: str) -> Any:
         return value
     import yaml  # not at the top: `ember --help` builds this parser
     try:
-        parsed = yaml.safe_load(value)
+        parsed = load_yaml(value)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--student: not a file and not valid YAML ({str(exc).strip().splitlines()[0]})") from None
     return parsed

@@ -21,6 +21,7 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 
 from ember.errors import ConfigError, did_you_mean
 from ember.section import Section
+from ember.yaml_safe import load_yaml, read_utf8
 
 __all__ = ["PruneStep", "QuantizeStep", "DistillStep", "FinetuneStep", "Step", "CompressConfig",
            "METHODS", "parse_step", "parse_chain", "read_chain"]
@@ -196,7 +197,7 @@ def read_chain(path: Path) -> CompressConfig:
     if not path.is_file():
         raise ConfigError(f"--recipe: chain file '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(read_utf8(path, "compression config"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).strip().splitlines()[0]})") from None
     chain = parse_chain(raw, str(path))

@@ -44,6 +44,7 @@ from ember.training.device import check_precision
 from ember.training.loop import LoopState, fit
 from ember.training.progress import Reporter
 from ember.training.session import prepare, write_data_files
+from ember.yaml_safe import load_yaml, read_utf8
 
 __all__ = ["DistillConfig", "check_student", "distill_loss", "distill", "student_model_config"]
 
@@ -76,7 +77,7 @@ def student_model_config(student_cfg: Any, teacher_cfg: ExperimentConfig) -> Any
         if not path.is_file():
             raise ConfigError(f"--student: file '{path}' does not exist; give a YAML model section")
         try:
-            student_cfg = yaml.safe_load(path.read_text())  # safe loader: data, never code
+            student_cfg = load_yaml(read_utf8(path, "student config"))  # safe loader: data, never code
         except yaml.YAMLError as exc:
             raise ConfigError(f"--student: '{path}' is not valid YAML ({str(exc).strip().splitlines()[0]})") from None
     if isinstance(student_cfg, dict) and set(student_cfg) == {"model"}:

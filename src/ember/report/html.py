@@ -19,6 +19,7 @@ from ember import safe_paths
 from ember.report import plots
 from ember.report.baselines import baselines_section
 from ember.runs import Run, atomic_write_text
+from ember.yaml_safe import load_yaml
 
 __all__ = ["write_report"]
 
@@ -120,7 +121,7 @@ def _read_config(run: Run) -> tuple[str, dict[str, Any]]:
         return "", {}
     text = safe_paths.read_text(run.config, run.path)
     try:
-        parsed = yaml.safe_load(text)
+        parsed = load_yaml(text)
     except yaml.YAMLError:  # a report never fails on a config it only displays
         parsed = None
     return text, parsed if isinstance(parsed, dict) else {}

@@ -23,6 +23,7 @@ import yaml
 
 from ember.config import ExperimentConfig, from_dict, set_dotted
 from ember.errors import ConfigError
+from ember.yaml_safe import load_yaml, read_utf8
 
 __all__ = ["Param", "Space", "load_space", "parse_space", "check_space", "config_with", "format_value",
            "overrides_for"]
@@ -218,7 +219,7 @@ def load_space(source: str | Path | Mapping[str, Any]) -> Space:
     if not path.is_file():
         raise ConfigError(f"--space: file '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())  # data, never code
+        raw = load_yaml(read_utf8(path, "search space"))  # data, never code
     except yaml.YAMLError as exc:
         raise ConfigError(f"--space: '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
     return parse_space(raw)

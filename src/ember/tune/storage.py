@@ -57,6 +57,39 @@ def file_lock(path: Path, shared: bool = False, wait_s: float | None = None,
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def check_journal(path: Path) -> None:
+    """Refuse a damaged journal before Optuna reads it (it fails there with a bare assertion).
+
+    Every line must be one JSON object with an integer `op_code`, the first one creating the
+    study. Nothing is repaired in place: the study's record is the user's to keep or cut.
+
+    Raises:
+        ConfigError: naming the first damaged line.
+    """
+    if not path.is_file():
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"study journal '{path}': cannot read it ({exc.strerror})") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            record = None
+        ok = isinstance(record, dict) and isinstance(record.get("op_code"), int)
+        if ok and number == 1 and record["op_code"] != 0:  # type: ignore[index]
+            ok = False
+        if not ok:
+            torn = number == len(lines) and not data.endswith(b"\n")
+            why = "ends in the middle of a record (a write cut short)" if torn else "is not a journal record"
+            raise ConfigError(f"study journal '{path}': line {number} {why}; remove that line to keep the "
+                              "trials before it, or start a new --study")
+
+
 def open_storage(study: Study, url: str | None) -> Any:
     """The study's Optuna storage: a journal file in the study folder, or a SQLAlchemy URL."""
     import optuna
@@ -64,6 +97,7 @@ def open_storage(study: Study, url: str | None) -> Any:
 
     if url is None:
         study.path.mkdir(parents=True, exist_ok=True)
+        check_journal(study.journal)
         return JournalStorage(JournalFileBackend(str(study.journal)))
     try:
         return optuna.storages.RDBStorage(url)
