@@ -71,3 +71,30 @@ def test_runs_lists_a_study_with_a_damaged_study_json(tmp_path: Path, content: b
     assert "study st" in out and "1 unknown" in out
     if content != b'{"best": {"run": "r", "value": "x"}}':  # valid JSON with a bad value is just no best
         assert "damaged, shown as unknown: study.json, trial-0000/trial.json" in out
+
+
+@pytest.mark.parametrize("text", ['{"kind": "char"}', '{"kind": "char", "chars": 5}', '{"kind": "char", "chars": ["ab"]}',
+                                  '{"kind": "char", "chars": []}', '{"kind": "bpe"}', '{"kind": "bpe", "tokenizer": {}}',
+                                  '{"kind": "word"}', "[1]"])
+def test_damaged_tokenizer_json_is_a_data_error(text: str) -> None:
+    from ember.data.tokenizer import tokenizer_from_json
+    from ember.errors import DataError
+
+    with pytest.raises(DataError, match="tokenizer"):
+        tokenizer_from_json(text)
+    assert tokenizer_from_json('{"kind": "char", "chars": "ab"}').encode("abc") == [1, 2, 0]
+
+
+def test_an_empty_class_folder_is_named_not_trained_silently(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ember.data.image_folder import scan_image_folder
+    from ember.errors import DataError
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "cat" / "a.png")
+    (tmp_path / "dog" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"class folder '.*dog' holds no images"):
+        scan_image_folder(tmp_path)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ember.data.augment import MixAugment, PixelAugment
 from ember.data.bundle import DataBundle, DataInfo
+from ember.data.class_folders import class_folders, empty_class_check
 from ember.data.config import ImageFolderConfig
 from ember.data.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, make_augment, normalize
 from ember.data.lazy import ItemDataset
@@ -47,9 +48,7 @@ def scan_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
     """
     if not root.is_dir():
         raise DataError(f"data.path: image folder '{root}' does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"data.path: '{root}' needs at least 2 class sub-folders, found {len(classes)}")
+    classes = list(class_folders(root))
     files: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
@@ -58,6 +57,7 @@ def scan_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
         labels += [label] * len(found)
     if not files:
         raise DataError(f"data.path: no images ({', '.join(IMAGE_SUFFIXES)}) under '{root}'")
+    empty_class_check(root, classes, labels, IMAGE_SUFFIXES, "images")
     for f in files:
         _check_header(f)
     return classes, files, np.asarray(labels, dtype=np.int64)

@@ -24,6 +24,7 @@ import torch
 
 from ember.data.audio import AUDIO_SUFFIXES, features_of, make_spec_augment, read_audio
 from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
+from ember.data.class_folders import class_folders, empty_class_check
 from ember.data.speech_config import AudioFeatures, AudioFolderConfig, SpokenDigitsConfig
 from ember.data.splits import limit, split_indices
 from ember.errors import DataError
@@ -207,9 +208,7 @@ def load_audio_folder(cfg: AudioFolderConfig, seed: int) -> DataBundle:
     root = cfg.path
     if not root.is_dir():
         raise DataError(f"data.path: audio folder '{root}' does not exist")
-    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
-    if len(classes) < 2:
-        raise DataError(f"data.path: '{root}' needs at least 2 class sub-folders, found {len(classes)}")
+    classes = class_folders(root)
     waves, labels = [], []
     for label, name in enumerate(classes):
         for f in sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
@@ -217,6 +216,7 @@ def load_audio_folder(cfg: AudioFolderConfig, seed: int) -> DataBundle:
             labels.append(label)
     if not waves:
         raise DataError(f"data.path: no recordings ({', '.join(AUDIO_SUFFIXES)}) under '{root}'")
+    empty_class_check(root, classes, labels, AUDIO_SUFFIXES, "recordings")
     x = features_of(waves, cfg)
     y_np = np.asarray(labels, dtype=np.int64)
     stratify = y_np if np.bincount(y_np).min() >= 3 else None

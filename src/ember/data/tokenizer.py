@@ -160,10 +160,23 @@ def tokenizer_from_json(text: str) -> CharTokenizer | BPETokenizer | HFTokenizer
     except (json.JSONDecodeError, KeyError, TypeError):
         raise DataError("tokenizer.json is not a tokenizer Ember wrote") from None
     if kind == "char":
-        return CharTokenizer(list(raw["chars"]))
+        chars = raw.get("chars")
+        if not isinstance(chars, (str, list)) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise DataError("tokenizer.json: a char tokenizer needs 'chars', its vocabulary as a string or a "
+                            "list of single characters; the run folder is damaged")
+        if not chars or len(set(chars)) != len(chars):
+            raise DataError("tokenizer.json: 'chars' is empty or repeats a character; the run folder is damaged")
+        return CharTokenizer(list(chars))
     if kind in ("bpe", "hf"):
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_str(json.dumps(raw["tokenizer"]))
+        if not isinstance(raw.get("tokenizer"), dict):
+            raise DataError(f"tokenizer.json: a {kind} tokenizer needs its 'tokenizer' object; the run folder "
+                            "is damaged")
+        try:
+            tok = Tokenizer.from_str(json.dumps(raw["tokenizer"]))
+        except Exception as exc:  # the Rust library raises its own kinds for a malformed definition
+            raise DataError(f"tokenizer.json: the {kind} tokenizer does not load ({str(exc)[:120]}); the run "
+                            "folder is damaged") from None
         return BPETokenizer(tok) if kind == "bpe" else HFTokenizer(tok, raw.get("max_len"))
     raise DataError(f"tokenizer.json: unknown kind {kind!r}; valid: char, bpe, hf")
