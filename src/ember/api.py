@@ -26,7 +26,7 @@ from ember.config import ExperimentConfig, load
 from ember.data.bundle import DataBundle
 from ember.data.objects import data_bundle
 from ember.errors import ConfigError, DataError
-from ember.inputs import read_inputs
+from ember.inputs import read_inputs, tensor_inputs
 from ember.loading import LoadedRun, load_run, load_tokenizer, read_config
 from ember.report.build import build_report, render_run
 from ember.runs import Run, open_run
@@ -157,18 +157,42 @@ def report(run_dir: str | Path) -> Path:
     return render_run(run_dir)
 
 
-def predict(run_dir: str | Path, inputs: list[str | Path], texts: list[str] | None = None, *,
-            model: nn.Module | None = None) -> list[dict[str, Any]]:
-    """Predictions for files (images, CSV rows, text files, a series CSV) and/or raw `texts`."""
+def predict(run_dir: str | Path, inputs: Sequence[str | Path] | Any = (), texts: list[str] | None = None, *,
+            model: nn.Module | None = None, batch_size: int = 256) -> list[dict[str, Any]]:
+    """Predictions, one dict per example.
+
+    `inputs` is either files (images, CSV rows, text files, a series CSV: decoded and
+    normalised as in training) or model-ready examples: a tensor or NumPy array of shape
+    (N, *input_shape) (or one example), or a map-style Dataset whose items are `x` or
+    `(x, y)`. `texts` are raw strings for text models.
+
+    Examples:
+        >>> run = train("iris-mlp", ["train.epochs=2", "log.report=false"], quiet=True)
+        >>> preds = predict(run.path, torch.zeros(2, 4))  # two standardised rows: the mean flower
+        >>> len(preds), preds[0]["input"]
+        (2, 'tensor#1')
+    """
     loaded = load_run(run_dir, model=model)
     tokenizer = load_tokenizer(loaded.run.path) if loaded.info.input_kind == "tokens" else None
-    rows = read_inputs([Path(p) for p in inputs], loaded.info, tokenizer, texts)
+    is_files = isinstance(inputs, (list, tuple)) and all(isinstance(p, (str, Path)) for p in inputs)
+    if is_files:
+        rows = read_inputs([Path(p) for p in inputs], loaded.info, tokenizer, texts)
+    else:
+        rows = tensor_inputs(inputs, loaded.info, batch_size)
+        if texts:
+            rows += read_inputs([], loaded.info, tokenizer, texts)
     out: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
     for source, x in rows:
         with torch.no_grad():
             y = loaded.model(x)
         for i, pred in enumerate(loaded.task.predict(y)):
             if tokenizer is not None and "next_token_ids" in pred:
                 pred["next_tokens"] = [tokenizer.decode([t]) for t in pred["next_token_ids"]]
-            out.append({"input": source if len(x) == 1 else f"{source}#{i + 1}", **pred})
+            if is_files or source.startswith("text#"):
+                name = source if len(x) == 1 else f"{source}#{i + 1}"
+            else:  # tensor/dataset rows are numbered across batches
+                seen[source] = seen.get(source, 0) + 1
+                name = f"{source}#{seen[source]}"
+            out.append({"input": name, **pred})
     return out

@@ -17,7 +17,7 @@ from ember.data.bundle import DataInfo
 from ember.data.images import IMAGE_SUFFIXES, read_image
 from ember.errors import DataError
 
-__all__ = ["read_inputs", "encode_text", "series_window"]
+__all__ = ["read_inputs", "encode_text", "series_window", "tensor_inputs"]
 
 
 def encode_text(text: str, info: DataInfo, tokenizer: Any) -> Tensor:
@@ -100,3 +100,65 @@ def read_inputs(paths: list[Path], info: DataInfo, tokenizer: Any = None,
         else:
             raise DataError(f"prediction from files is not supported for input kind '{info.input_kind}'")
     return out
+
+
+def _as_tensor(value: Any, where: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    try:
+        import numpy as np
+
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: cannot make a tensor of {type(value).__name__} ({exc})") from None
+
+
+def _check_shape(x: Tensor, info: DataInfo, where: str) -> Tensor:
+    want = tuple(int(d) for d in info.input_shape)
+    if tuple(x.shape) == want:  # one example: a batch of one
+        x = x[None]
+    if tuple(x.shape[1:]) != want and info.input_kind != "tokens":
+        raise DataError(f"{where}: examples of shape {tuple(x.shape[1:])}, this model takes {want} "
+                        f"(a batch is (N, {', '.join(map(str, want))}))")
+    if info.input_kind == "tokens":
+        if x.dtype.is_floating_point or x.dim() != 2:
+            raise DataError(f"{where}: a text model takes token ids, a (N, T) integer tensor; got "
+                            f"{tuple(x.shape)} {x.dtype}")
+        return x.long()
+    if not x.dtype.is_floating_point:
+        x = x.float()
+    if not torch.isfinite(x).all():
+        raise DataError(f"{where}: holds NaN or infinite values")
+    return x.float()
+
+
+def tensor_inputs(inputs: Any, info: DataInfo, batch_size: int = 256) -> list[tuple[str, Tensor]]:
+    """Batches from a tensor, a NumPy array or a Dataset, already in the form the model takes.
+
+    These are model inputs as a training Dataset yields them (no file decoding, no
+    normalisation): a batch (N, *input_shape) or one example of `input_shape`; a Dataset's
+    items may be `x` or `(x, y, ...)`, of which `x` is used.
+    """
+    from torch.utils.data import Dataset
+
+    if isinstance(inputs, Dataset):
+        try:
+            count = len(inputs)  # type: ignore[arg-type]
+        except TypeError:
+            raise DataError("predict: the Dataset has no len(); pass a map-style Dataset or a tensor") from None
+        out: list[tuple[str, Tensor]] = []
+        for start in range(0, count, batch_size):
+            items = [inputs[i] for i in range(start, min(count, start + batch_size))]
+            xs = [_as_tensor(item[0] if isinstance(item, (tuple, list)) else item, f"dataset item {start + k}")
+                  for k, item in enumerate(items)]
+            try:
+                batch = torch.stack(xs)
+            except RuntimeError:
+                raise DataError(f"predict: the Dataset's items {start}..{start + len(xs) - 1} differ in shape; "
+                                "give examples of one shape") from None
+            out.append(("dataset", _check_shape(batch, info, "predict: the Dataset")))
+        if not out:
+            raise DataError("predict: the Dataset is empty")
+        return out
+    x = _check_shape(_as_tensor(inputs, "predict"), info, "predict")
+    return [("tensor", x[i:i + batch_size]) for i in range(0, len(x), batch_size)]

@@ -190,3 +190,21 @@ def test_overrides_anywhere_and_version(tmp_path: Path) -> None:
     from importlib.metadata import version
 
     assert version("ember") == ember.__version__
+
+
+def test_predict_takes_tensors_arrays_and_datasets(object_run: tuple[Path, Recorder]) -> None:
+    import numpy as np
+
+    path, _ = object_run
+    x = torch.tensor([[0.5, 0.5], [-1.0, 1.0], [2.0, 2.0]])
+    from_tensor = ember.predict(path, x, model=TwoMoons())
+    assert [p["input"] for p in from_tensor] == ["tensor#1", "tensor#2", "tensor#3"]
+    labels = [p["label"] for p in from_tensor]
+    assert [p["label"] for p in ember.predict(path, x.numpy(), model=TwoMoons())] == labels
+    dataset = TensorDataset(x, torch.zeros(3, dtype=torch.long))
+    assert [p["label"] for p in ember.predict(path, dataset, model=TwoMoons(), batch_size=2)] == labels
+    assert [p["label"] for p in ember.predict(path, x[1], model=TwoMoons())] == labels[1:2]  # one example
+    with pytest.raises(DataError, match=r"examples of shape \(3,\), this model takes \(2,\)"):
+        ember.predict(path, np.zeros((4, 3)), model=TwoMoons())
+    with pytest.raises(DataError, match="NaN"):
+        ember.predict(path, torch.tensor([[float("nan"), 0.0]]), model=TwoMoons())
