@@ -208,3 +208,11 @@ def test_predict_takes_tensors_arrays_and_datasets(object_run: tuple[Path, Recor
         ember.predict(path, np.zeros((4, 3)), model=TwoMoons())
     with pytest.raises(DataError, match="NaN"):
         ember.predict(path, torch.tensor([[float("nan"), 0.0]]), model=TwoMoons())
+
+
+def test_an_own_model_run_is_described_by_its_model_and_data(object_run: tuple[Path, Recorder]) -> None:
+    import yaml
+
+    path, _ = object_run
+    description = yaml.safe_load((path / "config.yaml").read_text())["description"]
+    assert description.startswith("Own model TwoMoons (82 parameters) trained on Datasets: TensorDataset"), description

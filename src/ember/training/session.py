@@ -123,6 +123,14 @@ def object_config(cfg: ExperimentConfig, model: nn.Module | None, bundle: DataBu
         keep = {k: v for k, v in raw["data"].items()
                 if k in ("batch_size", "eval_batch_size", "shuffle", "drop_last")}
         raw["data"] = {**keep, "name": "object", "description": description}
+    # The borrowed recipe's description tells of its own model and data, not these objects.
+    if model is not None:
+        count = sum(p.numel() for p in model.parameters())
+        what = f"Own model {type(model).__qualname__} ({count:,} parameters)"
+    else:
+        what = f"The '{cfg.recipe}' recipe's {cfg.model.name} model"
+    raw["description"] = f"{what} trained on " + (description or "own data" if bundle is not None
+                                                  else f"the recipe's {cfg.data.name} data")
     return from_dict(raw)
 
 
