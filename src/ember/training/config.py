@@ -71,6 +71,10 @@ class TrainConfig(Section):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="0..2^32-1 (NumPy's seed range)")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: each epoch")
+    checkpoint_min_interval_s: float = Field(
+        2.0, ge=0, le=86_400, allow_inf_nan=False,
+        description="with checkpoint_every 0, skip an epoch's checkpoint when the last one is younger than "
+                    "this (tiny epochs); the final checkpoint is always written; 0: every epoch")
     keep_checkpoints: int = Field(2, ge=1)
     grad_accum: int = Field(1, ge=1)
     grad_clip: float | None = Field(None, gt=0)

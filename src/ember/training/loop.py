@@ -282,6 +282,7 @@ def _checkpoint(loop: LoopContext, state: LoopState) -> bool:
     if loop.saved_at == state.step:
         return False
     loop.saved_at = state.step
+    loop.saved_t = time.monotonic()
     extra = {"scaler": loop.scaler.state_dict()} if loop.scaler is not None else {}
     if loop.privacy is not None:  # [privacy]
         extra["privacy"] = loop.privacy.state_dict()
@@ -306,4 +307,10 @@ def _end_of_epoch(loop: LoopContext, state: LoopState, steps_per_epoch: int,
         stop = validate(loop, state, step_epoch)
         if on_validate is not None:
             sample(loop, state, on_validate, step_epoch)
+    tc = loop.cfg.train
+    young = time.monotonic() - loop.saved_t < tc.checkpoint_min_interval_s
+    # Epochs of milliseconds (xor-mlp's 300) would spend most of the run writing checkpoints.
+    # Ranks must agree on every (collective) save, and clocks differ: the floor is for one process.
+    if not last and not tc.checkpoint_every and young and not loop.env.distributed:
+        return stop
     return _checkpoint(loop, state) or stop

@@ -74,6 +74,7 @@ class LoopContext:
     samples_acc: int = 0
     t_log: float = 0.0
     saved_at: int = -1
+    saved_t: float = float("-inf")  # time.monotonic() of the last checkpoint written
     privacy: Any = None  # [privacy] ember.privacy.engine.PrivateTraining when train.privacy is set
 
     def fit_state(self, state: LoopState, checkpoint: Path | None = None) -> FitState:
