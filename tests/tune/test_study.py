@@ -20,13 +20,14 @@ from tests.tune.helpers import tiny
 def pruned_study(tmp_path_factory: pytest.TempPathFactory):
     """4 trials on SQLite, queued so that the median pruner must stop the two hopeless ones.
 
-    Trial 0 (a good lr) sets the median; trials 1 and 2 (lr 1e-7) fall below it at epoch 1
-    and are pruned; trial 3 repeats trial 0 exactly (one thread, same seed) and completes.
+    Trials 0 and 1 (a good lr, the same run twice: one thread, same seed) are the 2 startup
+    trials, never pruned, and set the median; trials 2 and 3 (lr 1e-7) fall below it at
+    epoch 1 and are pruned.
     """
     root = tmp_path_factory.mktemp("tune")
     url = f"sqlite:///{root / 'study.db'}"
     pre = optuna.create_study(storage=url, study_name="prune", direction="maximize")
-    for lr in (0.01, 1e-7, 1e-7, 0.01):
+    for lr in (0.01, 0.01, 1e-7, 1e-7):
         pre.enqueue_trial({"optim.lr": lr})
     result = ember.tune("digits-mlp", {"optim.lr": {"choice": [0.01, 1e-7]}}, tiny(root / "runs", epochs=3),
                         trials=4, storage=url, study="prune", pruner="median", quiet=True)
@@ -36,17 +37,17 @@ def pruned_study(tmp_path_factory: pytest.TempPathFactory):
 def test_pruning_stops_trials_cleanly(pruned_study) -> None:
     root, url, result = pruned_study
     trials = optuna.load_study(study_name="prune", storage=url).get_trials()
-    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "PRUNED", "COMPLETE"]
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
     assert result.counts == {"complete": 2, "pruned": 2}
     record = json.loads((result.path / "study.json").read_text())
-    assert [t["epochs"] for t in record["trials"]] == [3, 1, 1, 3]
+    assert [t["epochs"] for t in record["trials"]] == [3, 3, 1, 1]
     assert record["epochs_run"] == 8
-    pruned = Run(result.path / "trial-0001")
+    pruned = Run(result.path / "trial-0002")
     # A pruned trial is a whole run: it ended cleanly, wrote weights and a summary, and says so.
     assert pruned.weights.is_file() and pruned.read_summary()["stopped_early"] is True
     assert json.loads(pruned.trial.read_text())["state"] == "pruned"
     assert len([r for r in pruned.read_metrics() if r.get("split") == "val"]) == 1
-    assert trials[1].intermediate_values.keys() == {1}
+    assert trials[2].intermediate_values.keys() == {1}
 
 
 def test_report_and_best_yaml(pruned_study) -> None:
@@ -149,3 +150,9 @@ def test_a_study_runs_in_one_ember_tune_at_a_time(tmp_path: Path) -> None:
     with file_lock(folder.lock("driver")), pytest.raises(RunError, match="another ember tune is running it"):
         ember.tune("digits-mlp", {"optim.lr": {"loguniform": [1e-3, 1e-2]}}, tiny(tmp_path / "runs"), trials=1)
     assert not folder.settings.exists()
+
+
+def test_median_pruner_waits_for_two_trials_at_least() -> None:
+    from ember.tune.runner import make_pruner
+
+    assert [make_pruner("median", epochs=5, trials=n)._n_startup_trials for n in (1, 4, 8, 12, 40)] == [2, 2, 2, 3, 5]

@@ -93,8 +93,10 @@ def make_pruner(name: str, epochs: int, trials: int) -> Any:
     import optuna
 
     if name == "median":
-        # Optuna's 5 unpruned trials first, fewer in a small study (4 trials: 1), or it never prunes.
-        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, trials // 4)), n_warmup_steps=0)
+        # Optuna's 5 unpruned trials first, fewer in a small study or it never prunes; never
+        # fewer than 2: the "median" of one trial is that trial, so every later trial worse than
+        # the first at any epoch (a slow starter) would be stopped.
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(2, trials // 4)), n_warmup_steps=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     return optuna.pruners.NopPruner()
