@@ -88,19 +88,28 @@ def print_runs(runs: list[Run], file: TextIO | None = None) -> None:
     Console(file=out).print(table)
 
 
+def ratio_words(value: Any, better: str, worse: str) -> str:
+    """A parent/child ratio in words that never say "0.56x faster": below 1 it is inverted ("1.79x slower")."""
+    if not isinstance(value, (int, float)) or value <= 0:
+        return "-"
+    if value >= 1 or better == worse:
+        return f"{value:.2f}{better}"
+    return f"{1 / value:.2f}{worse}"
+
+
 def print_compression(record: dict[str, Any], run_path: Path | None = None) -> None:
     """Parent vs child figures of one `compression.json` as a table."""
     parent, child, change = record.get("parent", {}), record.get("child", {}), record.get("change", {})
     metric = record.get("metric", {}).get("name", "loss")
-    rows = [("params", "params_ratio", "x fewer"), ("size_mb", "size_ratio", "x smaller"),
-            ("latency_ms_b1", "speedup_b1", "x faster"), ("throughput_b64", "throughput_ratio", "x")]
+    rows = [("params", "params_ratio", ("x fewer", "x more")), ("size_mb", "size_ratio", ("x smaller", "x larger")),
+            ("latency_ms_b1", "speedup_b1", ("x faster", "x slower")),
+            ("throughput_b64", "throughput_ratio", ("x the throughput", "x the throughput"))]
     table = Table(title=f"{record.get('method', '?')}: {parent.get('run', '?')} -> {child.get('run', '?')}")
     for col in ("", "parent", "child", "change"):
         table.add_column(col, justify="left" if not col else "right")
     for key, ratio, unit in rows:
         value = change.get(ratio)
-        table.add_row(key, format_cell(parent.get(key)), format_cell(child.get(key)),
-                      f"{value:.2f}{unit}" if isinstance(value, (int, float)) else "-")
+        table.add_row(key, format_cell(parent.get(key)), format_cell(child.get(key)), ratio_words(value, *unit))
     names = [metric] + sorted(k for k in child if k not in {metric, "run", "threads"} | {r[0] for r in rows})
     for name in names:
         if name in child or name in parent:

@@ -44,7 +44,7 @@ def test_method_writes_a_reloadable_child(name: str, parent: Path, parent_hashes
     child = tmp_path / "child"
     proc = cli("compress", parent, *args, "--run-dir", child, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert "latency_ms_b1" in proc.stdout and "x faster" in proc.stdout  # the parent-vs-child table
+    assert "latency_ms_b1" in proc.stdout and ("x faster" in proc.stdout or "x slower" in proc.stdout)
     record = check_record(child, parent, method)
     parent_acc, child_acc = record["parent"]["accuracy"], record["child"]["accuracy"]
     assert parent_acc > 0.85
@@ -71,6 +71,9 @@ def test_method_writes_a_reloadable_child(name: str, parent: Path, parent_hashes
     elif name == "prune-structured":
         assert record["change"]["params_ratio"] > 2 and record["child"]["size_mb"] < record["parent"]["size_mb"]
         assert weights["features.0.weight"].shape[0] == 4  # 8 channels, half removed
+        # Removed, not zeroed: the record says the share of parameters removed, not "sparsity 0.0".
+        assert "sparsity" not in record["details"]
+        assert record["details"]["params_removed"] == pytest.approx(1 - 1 / record["change"]["params_ratio"], abs=1e-4)
         assert child_acc > 0.5
     elif name.startswith("quantize"):
         assert any(t.dtype.is_floating_point is False and t.element_size() == 1 for t in weights.values())
@@ -152,3 +155,12 @@ def test_bad_input_in_a_fresh_process(parent: Path, parent_hashes: dict[str, str
     proc = cli("compress", parent, "--method", "prune", "--sparsity", "1.5")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--sparsity" in proc.stderr
     assert tree_hashes(parent) == parent_hashes
+
+
+def test_ratios_below_one_are_said_the_other_way_round() -> None:
+    from ember.cli_tables import ratio_words
+
+    assert ratio_words(0.56, "x faster", "x slower") == "1.79x slower"
+    assert ratio_words(2.0, "x faster", "x slower") == "2.00x faster"
+    assert ratio_words(0.5, "x smaller", "x larger") == "2.00x larger"
+    assert ratio_words(None, "x faster", "x slower") == "-"

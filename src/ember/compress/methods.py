@@ -102,7 +102,16 @@ def prune(node: Node, step: PruneStep, bundle: DataBundle, run: Run, device: tor
             state = run_finetune(model, bundle, ft_cfg, PhaseRun(run.path, f"prune-{it + 1}", offset), device, reporter)
             offset += state.step
     make_permanent(model)
-    details["sparsity"] = round(sparsity_of(model), 6)
+    if step.kind == "structured":
+        # Units are removed, not zeroed: the smaller matrices hold no more zeros than before,
+        # so "sparsity" would read 0.0; the share of parameters removed is what happened.
+        before = transforms[len(node.transforms)]["record"]["params_before"]
+        after = transforms[-1]["record"]["params_after"]
+        details["params_removed"] = round(1 - after / before, 6) if before else 0.0
+        details["zero_weights"] = round(sparsity_of(model), 6)
+        del details["sparsity_before"]
+    else:
+        details["sparsity"] = round(sparsity_of(model), 6)
     return Result(model, ft_cfg if step.finetune_epochs else cfg, transforms, details, state)
 
 
