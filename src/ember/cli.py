@@ -247,14 +247,20 @@ def _generate(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from ember.explain import explain
 
-    print(explain(args.run_dir, args.inputs, args.method, args.target, args.text, args.examples))
+    from ember.formatting import stderr_progress
+
+    print(explain(args.run_dir, args.inputs, args.method, args.target, args.text, args.examples,
+                  progress=stderr_progress("explain")))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from ember.export import export_onnx
 
-    print(json.dumps(export_onnx(args.run_dir, int8=args.int8, opset=args.opset), indent=2))
+    from ember.formatting import stderr_progress
+
+    result = export_onnx(args.run_dir, int8=args.int8, opset=args.opset, progress=stderr_progress("export"))
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["format_cell"]
@@ -16,3 +18,19 @@ def format_cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
+
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(tool: str) -> Progress:
+    """A progress printer for a CLI tool: `[ember] TOOL: message` lines on stderr, flushed."""
+
+    def say(message: str) -> None:
+        print(f"[ember] {tool}: {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def silent(_: str) -> None:
+    """The default progress printer of the Python API: says nothing."""

@@ -98,6 +98,7 @@ def test_explain_cli_bad_inputs(digits_run: Path, tmp_path: Path) -> None:
     assert na.returncode == 2 and "applicable: saliency" in na.stderr
     tgt = run_cli("explain", digits_run, "--target", "eleven", "--examples", "1", "--method", "saliency")
     assert tgt.returncode == 2 and "--target" in tgt.stderr
+    assert "[ember] explain: 1 example(s), method(s) saliency" in tgt.stderr  # said before the slow part
     txt = tmp_path / "a.txt"
     txt.write_text("x")
     wrong = run_cli("explain", digits_run, txt, "--method", "saliency")

@@ -44,7 +44,8 @@ def test_int8_and_bad_opset(tmp_path: Path) -> None:
     run = ember.train("digits-cnn", [*FAMILIES["digits-cnn"], f"log.runs_dir={tmp_path}", "log.report=false"],
                       verbose=False)
     proc = run_cli("export", run.path, "--int8", check=True)
-    result = json.loads(proc.stdout)
+    result = json.loads(proc.stdout)  # stdout is the JSON alone; the progress lines go to stderr
+    assert "[ember] export: tracing" in proc.stderr and "[ember] export: quantizing" in proc.stderr
     assert result["int8"]["size_mb"] < result["size_mb"]
     assert result["int8"]["parity"]["prediction_agreement"] >= 0.9
     bad = run_cli("export", run.path, "--opset", "9")

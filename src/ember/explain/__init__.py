@@ -31,6 +31,7 @@ from ember.explain.render import (
     summary_bars,
     token_html,
 )
+from ember.formatting import Progress, silent
 from ember.inputs import read_inputs
 from ember.loading import load_run, load_tokenizer
 from ember.report.build import render_run
@@ -63,10 +64,11 @@ def _tokens_of(tokenizer: Any, ids: list[int], pad_id: Any) -> list[str]:
 
 def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods: list[str] | None = None,
             target: str | None = None, texts: list[str] | None = None, examples: int = 4,
-            seed: int = 0) -> Path:
+            seed: int = 0, progress: Progress = silent) -> Path:
     """Explain a run's predictions; writes RUN_DIR/explain/ and refreshes report.html.
 
-    Returns the path of `explain/index.html`.
+    `progress` receives a line per phase and per example (the CLI prints them: SHAP and LIME
+    take seconds per example). Returns the path of `explain/index.html`.
     """
     loaded = load_run(run_dir)
     info, model = loaded.info, loaded.model
@@ -84,6 +86,7 @@ def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods
     out_dir = loaded.run.tool_dir("explain")
     out_dir.mkdir(exist_ok=True)
     f = forward_fn(model, info)
+    progress(f"{len(items)} example(s), method(s) {', '.join(chosen)}")
     background = bundle.train.x[torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:32]]
     record: list[dict[str, Any]] = []
     body: list[str] = []
@@ -96,6 +99,7 @@ def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods
         text = tokenizer.decode([i for i in x[0].tolist() if i != info.extra.get("pad_id")]) if tokenizer else None
         attrs: list[Attribution] = []
         for method in chosen:
+            progress(f"example {n + 1}/{len(items)} ({name}): {method}")
             bg = background[:16] if info.input_kind == "tabular" else background
             attrs.append(attribute(method, model, info, x, tgt, background=bg, text=text, tokenizer=tokenizer,
                                    seed=seed))
@@ -118,6 +122,7 @@ def explain(run_dir: str | Path, inputs: list[str | Path] | None = None, methods
             + "\n".join(body) + "</body></html>\n")
     atomic_write_text(out_dir / "index.html", page)
     atomic_write_text(out_dir / "section.html", "\n".join(body))
+    progress("refreshing the run's report")
     render_run(loaded.run.path)  # the report picks up explain/section.html
     return out_dir / "index.html"
 

@@ -22,6 +22,7 @@ from torch import nn
 from ember import data as data_mod
 from ember.compress import require_float
 from ember.errors import ConfigError, RunError
+from ember.formatting import Progress, silent
 from ember.loading import load_run, load_tokenizer
 from ember.models.sampling import sample_next
 from ember.runs import atomic_write_text
@@ -108,8 +109,12 @@ def latency_ms(session: Any, x: torch.Tensor, repeats: int = 30) -> float:
     return median_ms(lambda: session.run(None, feed), warmup=1, repeats=repeats)
 
 
-def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, samples: int = 64) -> dict[str, Any]:
-    """Export RUN_DIR's model to RUN_DIR/export/model.onnx (and model.int8.onnx); returns export.json."""
+def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, samples: int = 64,
+                progress: Progress = silent) -> dict[str, Any]:
+    """Export RUN_DIR's model to RUN_DIR/export/model.onnx (and model.int8.onnx); returns export.json.
+
+    `progress` receives a line per phase (tracing takes 10-40 s; the CLI prints them).
+    """
     if not 17 <= opset <= 23:
         raise ConfigError(f"--opset: got {opset}; valid: 17..23")
 
@@ -123,6 +128,7 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
     out_dir.mkdir(exist_ok=True)
     path = out_dir / "model.onnx"
     start = time.perf_counter()
+    progress(f"tracing the model with torch.export (opset {opset})")
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -144,6 +150,8 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
                               "seconds": round(time.perf_counter() - start, 3),
                               "path": str(path.relative_to(loaded.run.path)),
                               "size_mb": round(path.stat().st_size / 2**20, 4)}
+    progress(f"wrote {result['path']} ({result['size_mb']:.2f} MB); checking parity with onnxruntime on "
+             f"{len(x)} samples")
     session = onnx_session(path)
     result["parity"] = parity(session, model, x, info.task)
     result["latency_ms_b1"] = round(latency_ms(session, x[:1]), 4)
@@ -154,6 +162,7 @@ def export_onnx(run_dir: str | Path, int8: bool = False, opset: int = 18, sample
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         q_path = out_dir / "model.int8.onnx"
+        progress("quantizing the weights to int8 (onnxruntime dynamic quantization)")
         logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING on the root logger
         quantize_dynamic(str(path), str(q_path), weight_type=QuantType.QInt8)
         q_session = onnx_session(q_path)
