@@ -95,3 +95,11 @@ def test_recipes_lists_without_torch() -> None:
             "print('HEAVY', [m for m in ('torch', 'numpy', 'pydantic') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "digits-cnn " in out and "HEAVY []" in out, out
+
+
+def test_predict_imports_neither_torchmetrics_nor_matplotlib(tmp_path: Path) -> None:
+    """`ember predict` and `ember.predict` skip the metric and plotting libraries (seconds of import)."""
+    code = ("import sys, ember.api, ember.loading, ember.tasks, ember.serve.app; "
+            "print(sorted(m for m in ('torchmetrics', 'matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -21,14 +21,12 @@ import torch
 from torch import nn
 
 from ember import data as data_mod
-from ember.compress.report import write_section
 from ember.config import ExperimentConfig, load
 from ember.data.bundle import DataBundle
 from ember.data.objects import data_bundle
 from ember.errors import ConfigError, DataError
 from ember.inputs import read_inputs, tensor_inputs
 from ember.loading import LoadedRun, load_run, load_tokenizer, read_config
-from ember.report.build import build_report, render_run
 from ember.runs import Run, open_run
 from ember.training.callbacks import Callback
 from ember.training.device import resolve_device
@@ -113,6 +111,9 @@ def train(
         result = train_session(cfg, continued, run_dir, env, not live, verbose, model, bundle, callbacks, t0)
         if isinstance(result, Trained):
             if cfg.log.report:
+                # matplotlib is imported only when a report is made
+                from ember.report.build import build_report
+
                 build_report(result.run, result.model, result.bundle, result.task, result.device,
                              limit=cfg.log.image_grid)
             if verbose:
@@ -153,6 +154,9 @@ def evaluate(run_dir: str | Path, split: str = "test", *, model: nn.Module | Non
 
 def report(run_dir: str | Path) -> Path:
     """Re-render a finished run's report (after an upgrade, or once tools added sections)."""
+    from ember.compress.report import write_section
+    from ember.report.build import render_run
+
     write_section(open_run(run_dir))  # its compressed children may be new since it was written
     return render_run(run_dir)
 

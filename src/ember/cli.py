@@ -246,7 +246,6 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from ember.explain import explain
-
     from ember.formatting import stderr_progress
 
     print(explain(args.run_dir, args.inputs, args.method, args.target, args.text, args.examples,
@@ -256,7 +255,6 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from ember.export import export_onnx
-
     from ember.formatting import stderr_progress
 
     result = export_onnx(args.run_dir, int8=args.int8, opset=args.opset, progress=stderr_progress("export"))

@@ -17,10 +17,9 @@ each averaged over users that have at least one relevant item.
 from __future__ import annotations
 
 import torch
-import torchmetrics
 from torch import Tensor
 
-__all__ = ["ranking_scores", "mask_seen", "TopKMetrics", "RANKING_METRICS"]
+__all__ = ["ranking_scores", "mask_seen", "RANKING_METRICS"]
 
 RANKING_METRICS = ("recall", "ndcg", "hit_rate")
 
@@ -59,26 +58,3 @@ def ranking_scores(scores: Tensor, target: Tensor, k: int = 10) -> dict[str, Ten
         "ndcg": (dcg / idcg)[keep],
         "hit_rate": (hits > 0).float()[keep],
     }
-
-
-class TopKMetrics(torchmetrics.Metric):
-    """Running means of Recall@k, NDCG@k and HitRate@k over users (one metric, three values)."""
-
-    full_state_update = False
-
-    def __init__(self, which: str, k: int = 10) -> None:
-        super().__init__(sync_on_compute=False)  # each process scores a whole split itself
-        if which not in RANKING_METRICS:
-            raise ValueError(f"unknown ranking metric '{which}'; valid: {', '.join(RANKING_METRICS)}")
-        self.which = which
-        self.k = k
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("users", default=torch.tensor(0), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        values = ranking_scores(preds, target, self.k)[self.which]
-        self.total += values.double().sum()
-        self.users += values.numel()
-
-    def compute(self) -> Tensor:
-        return (self.total / self.users.clamp(min=1)).float()

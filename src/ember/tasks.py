@@ -8,15 +8,17 @@ micro-batches) is what makes k accumulated batches equal one k-times larger batc
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-import torchmetrics
 from torch import Tensor
 
 from ember.data.bundle import DataInfo
-from ember.retrieval import TopKMetrics, mask_seen
+from ember.retrieval import mask_seen
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 __all__ = ["Task", "Classification", "Regression", "Forecast", "LanguageModeling", "Ranking", "for_info"]
 
@@ -53,7 +55,7 @@ class Task:
         """Number of items `loss_sum` adds up (samples here; tokens for language models)."""
         return int(target.shape[0])
 
-    def metrics(self) -> torchmetrics.MetricCollection:
+    def metrics(self) -> MetricCollection:
         raise NotImplementedError
 
     def predict(self, output: Tensor) -> list[dict[str, Any]]:
@@ -83,10 +85,14 @@ class Classification(Task):
             return F.cross_entropy(_wide(output), target)
         return self.loss_sum(output, target) / count
 
-    def metrics(self) -> torchmetrics.MetricCollection:
+    def metrics(self) -> MetricCollection:
+        import torchmetrics.classification as mc
+        from torchmetrics import MetricCollection
+
+        from ember.task_metrics import LOCAL as _LOCAL
+
         k = self.info.num_outputs
-        mc = torchmetrics.classification
-        return torchmetrics.MetricCollection(
+        return MetricCollection(
             {
                 "accuracy": mc.MulticlassAccuracy(k, average="micro", **_LOCAL),
                 "precision": mc.MulticlassPrecision(k, average="macro", **_LOCAL),
@@ -123,9 +129,13 @@ class Regression(Task):
         # Summed over samples, averaged over target columns, so the count is samples.
         return F.mse_loss(_wide(output), _wide(target), reduction="none").mean(-1).sum()
 
-    def metrics(self) -> torchmetrics.MetricCollection:
-        rg = torchmetrics.regression
-        return _FlatRegression(
+    def metrics(self) -> MetricCollection:
+        import torchmetrics.regression as rg
+
+        from ember.task_metrics import LOCAL as _LOCAL
+        from ember.task_metrics import FlatRegression
+
+        return FlatRegression(
             {
                 "mse": rg.MeanSquaredError(**_LOCAL),
                 "mae": rg.MeanAbsoluteError(**_LOCAL),
@@ -171,8 +181,12 @@ class LanguageModeling(Task):
     def count(self, target: Tensor) -> int:
         return int((target != IGNORE_INDEX).sum())
 
-    def metrics(self) -> torchmetrics.MetricCollection:
-        return torchmetrics.MetricCollection({"accuracy": _TokenAccuracy()})
+    def metrics(self) -> MetricCollection:
+        from torchmetrics import MetricCollection
+
+        from ember.task_metrics import TokenAccuracy
+
+        return MetricCollection({"accuracy": TokenAccuracy(IGNORE_INDEX)})
 
     def metric_names(self) -> set[str]:
         extra = {"bits_per_char"} if self.info.extra.get("chars_per_token") else set()
@@ -216,8 +230,12 @@ class Ranking(Task):
     def count(self, target: Tensor) -> int:
         return int((target > 0).sum())
 
-    def metrics(self) -> torchmetrics.MetricCollection:
-        return torchmetrics.MetricCollection(
+    def metrics(self) -> MetricCollection:
+        from torchmetrics import MetricCollection
+
+        from ember.task_metrics import TopKMetrics
+
+        return MetricCollection(
             {f"{m}_at_{self.k}": TopKMetrics(m, self.k) for m in ("recall", "ndcg", "hit_rate")}
         )
 
@@ -226,35 +244,6 @@ class Ranking(Task):
         top = output.float().topk(min(self.k, output.shape[-1]), dim=-1)
         return [{"items": [ids[int(i)] for i in idx], "scores": [round(float(v), 6) for v in val]}
                 for val, idx in zip(top.values, top.indices)]
-
-
-# Metrics are computed where they are updated: each process of a multi-process job scores a
-# whole split itself, so torchmetrics must not wait to gather states from the other ranks.
-_LOCAL: dict[str, Any] = {"sync_on_compute": False}
-
-
-class _TokenAccuracy(torchmetrics.Metric):
-    """Share of scored tokens whose argmax is the target."""
-
-    def __init__(self) -> None:
-        super().__init__(**_LOCAL)
-        self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        mask = target != IGNORE_INDEX
-        self.correct += ((preds.argmax(-1) == target) & mask).sum()
-        self.total += mask.sum()
-
-    def compute(self) -> Tensor:
-        return self.correct.float() / self.total.clamp_min(1)
-
-
-class _FlatRegression(torchmetrics.MetricCollection):
-    """Regression metrics over all target columns at once (flattened)."""
-
-    def update(self, preds: Tensor, target: Tensor) -> None:  # type: ignore[override]
-        super().update(preds.float().reshape(-1), target.float().reshape(-1))
 
 
 def for_info(info: DataInfo) -> Task:

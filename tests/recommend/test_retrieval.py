@@ -8,7 +8,8 @@ import pytest
 import torch
 import torchmetrics
 
-from ember.retrieval import TopKMetrics, ranking_scores
+from ember.retrieval import ranking_scores
+from ember.task_metrics import TopKMetrics
 
 
 def test_hand_computed_single_relevant() -> None:

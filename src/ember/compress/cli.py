@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ember.errors import ConfigError
-from ember.yaml_safe import load_yaml
 
 __all__ = ["add_compress_parser", "steps_from_args", "run_compress"]
 
@@ -53,6 +52,9 @@ def _student(value: str) -> Any:
     if Path(value).is_file() or not value.lstrip().startswith("{"):
         return value
     import yaml  # not at the top: `ember --help` builds this parser
+
+    from ember.yaml_safe import load_yaml
+
     try:
         parsed = load_yaml(value)
     except yaml.YAMLError as exc:
