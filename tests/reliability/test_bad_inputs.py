@@ -241,3 +241,10 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path: Path,
     ember.train(resume=cut, verbose=False)
     resumed = json.loads((cut / "checkpoints" / "step-00000006" / "state.json").read_text())
     assert resumed["scaler"] == last["scaler"]  # the growth tracker went on from 4, not from 0
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _exit(capsys, "train", "xor-mlp", "train.epochs=1", "log.report=false",
+                      "--run-dir", tmp_path / ("a" * 300))
+    _one_line_error(code, err)
+    assert "File name too long" in err and "a" * 300 in err
