@@ -24,7 +24,7 @@ def _disk_full(*args: object, **kwargs: object) -> None:
 
 
 @pytest.mark.parametrize("command", [["report"], ["explain", "--examples", "1"], ["export"],
-                                     ["compress", "--method", "quantize"]])
+                                     ["compress", "--method", "quantize"], ["audit", "--max-samples", "40"]])
 def test_full_disk_is_one_line_and_leaves_the_run_as_it_was(command: list[str], iris_run: Path,
                                                             copy_run: Callable[[Path], Path], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
@@ -36,7 +36,8 @@ def test_full_disk_is_one_line_and_leaves_the_run_as_it_was(command: list[str], 
     if command[0] == "compress":
         argv += ["--run-dir", str(tmp_path / "child")]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    # Progress lines ("[ember] export: ...") may come first; the error itself is one line.
+    err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("[ember] "))
     assert err.startswith("error: ") and "\n" not in err and "No space left on device" in err, err
     monkeypatch.undo()
     after = _snapshot(run)
