@@ -102,7 +102,11 @@ def _occlusion(model: nn.Module, info: DataInfo, x: Tensor, target: int) -> Attr
 
 
 def _shap(model: nn.Module, info: DataInfo, x: Tensor, target: int, background: Tensor) -> Attribution:
-    import shap
+    with warnings.catch_warnings():
+        # shap's colormap module calls matplotlib's set_bad/set_over/set_under at import, which
+        # matplotlib marks pending deprecation: shap's to fix, and nothing a user can act on.
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=r"shap\.")
+        import shap
 
     if info.input_kind == "image":
         explainer = shap.GradientExplainer(model, background)

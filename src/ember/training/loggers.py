@@ -8,6 +8,7 @@ store (default: a SQLite file `RUN/mlflow.db`). Only rank 0 writes.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,12 @@ class MLflowLogger(Callback):
         except ImportError:
             raise ConfigError("log.mlflow: the mlflow package is not installed; pip install 'ember[track]'") from None
         uri = self.tracking_uri or f"sqlite:///{(state.run_dir / 'mlflow.db').resolve()}"
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(self.experiment)
+        with warnings.catch_warnings():
+            # mlflow's SQLAlchemy store configures its mappers with the deprecated `noload`
+            # strategy on first use: mlflow's to change, nothing an Ember user can act on.
+            warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated")
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(self.experiment)
         exp_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
         # One MLflow run per Ember run: a resumed run continues the one it started.
         existing = self.client.search_runs([exp_id], f"tags.ember_run = '{state.run_dir.resolve()}'")
