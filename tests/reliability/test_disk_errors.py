@@ -19,26 +19,32 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _disk_full(*args: object, **kwargs: object) -> None:
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+def _failing(code: int) -> Callable[..., None]:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    return fail
 
 
+# A full disk and a read-only file system (root ignores chmod, so it is simulated at the rename
+# every atomic write ends with).
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["disk-full", "read-only"])
 @pytest.mark.parametrize("command", [["report"], ["explain", "--examples", "1"], ["export"],
                                      ["compress", "--method", "quantize"], ["audit", "--max-samples", "40"]])
-def test_full_disk_is_one_line_and_leaves_the_run_as_it_was(command: list[str], iris_run: Path,
+def test_full_disk_is_one_line_and_leaves_the_run_as_it_was(command: list[str], code: int, iris_run: Path,
                                                             copy_run: Callable[[Path], Path], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     run = copy_run(iris_run)
     before = _snapshot(run)
-    monkeypatch.setattr(os, "replace", _disk_full)  # every atomic rename fails as on a full disk
+    monkeypatch.setattr(os, "replace", _failing(code))  # every atomic rename fails
     argv = [command[0], str(run), *command[1:]]
     if command[0] == "compress":
         argv += ["--run-dir", str(tmp_path / "child")]
     assert main(argv) == 2
     # Progress lines ("[ember] export: ...") may come first; the error itself is one line.
     err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("[ember] "))
-    assert err.startswith("error: ") and "\n" not in err and "No space left on device" in err, err
+    assert err.startswith("error: ") and "\n" not in err and os.strerror(code) in err, err
     monkeypatch.undo()
     after = _snapshot(run)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing there changed
