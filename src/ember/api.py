@@ -135,21 +135,38 @@ def _describe(data: Any) -> str:
 
 
 def evaluate(run_dir: str | Path, split: str = "test", *, model: nn.Module | None = None,
-             data: DataBundle | Sequence[Any] | None = None) -> dict[str, Any]:
+             data: DataBundle | Sequence[Any] | None = None, on: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a finished run's model on `split`, scored in the run's own precision.
 
-    `model` / `data`: for runs trained from objects (see `train`).
+    `model` / `data`: for runs trained from objects (see `train`). `on`: score labelled files
+    from elsewhere instead, a folder of class sub-folders or an installed set such as
+    `asterisk_digits` (see `ember.data.labelled_files`), decoded as `predict` decodes them.
     """
     if split not in ("train", "val", "test"):
         raise DataError(f"--split: got '{split}'; valid: train, val, test")
     loaded = load_run(run_dir, model=model)
     cfg = loaded.config
     device = resolve_device(cfg.train.device)
-    bundle = _bundle_of(data, loaded.info.task) or data_mod.build(cfg.data, cfg.train.seed)
-    metrics = evaluate_split(loaded.model.to(device), bundle.split(split), loaded.task, device,
+    if on is not None:
+        dataset = _labelled_dataset(loaded, on)
+    else:
+        bundle = _bundle_of(data, loaded.info.task) or data_mod.build(cfg.data, cfg.train.seed)
+        dataset = bundle.split(split)
+    metrics = evaluate_split(loaded.model.to(device), dataset, loaded.task, device,
                              cfg.data.eval_batch_size, cfg.train.precision)
+    if on is not None and metrics:
+        metrics["examples"] = len(dataset)
     # The run's numeric precision under its own key: "precision" is the classification metric.
     return {**metrics, "dtype": cfg.train.precision} if metrics else metrics
+
+
+def _labelled_dataset(loaded: LoadedRun, on: str | Path) -> Any:
+    from ember.data.bundle import ArrayDataset
+    from ember.data.labelled_files import labelled_files
+
+    files, labels = labelled_files(on, loaded.info)
+    x = torch.cat([batch for _, batch in read_inputs(files, loaded.info)])
+    return ArrayDataset(x, torch.tensor(labels, dtype=torch.long))
 
 
 def report(run_dir: str | Path) -> Path:

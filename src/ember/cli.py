@@ -69,6 +69,8 @@ def _run_parsers(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="metrics of a finished run on a split (in the run's precision)")
     e.add_argument("run_dir", type=Path, help="a run folder, e.g. runs/digits-cnn-20261201-120000")
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
+    e.add_argument("--on", default=None, metavar="DIR|NAME", help="score labelled files instead: a folder of "
+                   "class sub-folders, or an installed set (asterisk_digits: a real voice for spoken digits)")
     e.add_argument("--json", action="store_true", help="print JSON")
 
     pr = sub.add_parser("predict", help="predict image files, CSV rows, series or texts with a finished run")
@@ -195,13 +197,14 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from ember.api import evaluate
 
-    metrics = evaluate(args.run_dir, args.split)
+    metrics = evaluate(args.run_dir, args.split, on=args.on)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         from ember.cli_tables import print_metrics
 
-        print_metrics(metrics, f"{args.run_dir} [{args.split}, {metrics.get('dtype', 'fp32')}]")
+        where = f"on {args.on}, {metrics.get('examples', 0)} examples" if args.on else args.split
+        print_metrics(metrics, f"{args.run_dir} [{where}, {metrics.get('dtype', 'fp32')}]")
     return 0
 
 
