@@ -59,7 +59,8 @@ class Recorder(ember.Callback):
         self.calls.append(("end", state.step))
 
 
-OVERRIDES = ["train.epochs=4", "data.batch_size=50", "optim.lr=0.05", "train.threads=1"]
+OVERRIDES = ["train.epochs=4", "data.batch_size=50", "optim.lr=0.05", "train.threads=1",
+             "train.checkpoint_min_interval_s=0"]  # every epoch checkpointed: the callback order is tested
 
 
 @pytest.fixture(scope="module")
