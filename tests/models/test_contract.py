@@ -12,6 +12,7 @@ from ember.data.bundle import DataInfo
 from ember.models import build, count_parameters
 from ember.models.cnn import CNNConfig
 from ember.models.mlp import MLPConfig
+from ember.models.mobilenet import MobileNetV2Config
 from tests.models.contract import check_model_contract
 
 IMAGE = DataInfo("classification", "image", (1, 8, 8), 10)
@@ -22,6 +23,7 @@ CASES = [
     ("mlp-on-images", MLPConfig(hidden=[16], dropout=0.5), IMAGE),
     ("cnn", CNNConfig(channels=[4, 8], hidden=[16], dropout=0.5), IMAGE),
     ("cnn-deep-small-input", CNNConfig(channels=[4, 4, 4, 4], hidden=[], global_pool=True), IMAGE),
+    ("mobilenet_v2", MobileNetV2Config(pretrained=False, input_size=32), IMAGE),
 ]
 
 

@@ -21,6 +21,7 @@ from ember.models.common import ModelSection, count_parameters
 from ember.models.gpt import GPTConfig, build_gpt
 from ember.models.hf_encoder import HFEncoderConfig, build_hf_encoder
 from ember.models.mlp import MLPConfig, build_mlp
+from ember.models.mobilenet import MobileNetV2Config, build_mobilenet_v2
 from ember.models.recommender import MFConfig, TwoTowerConfig, build_mf, build_two_tower
 from ember.models.rnn import RNNConfig, build_rnn
 from ember.models.transformer import TransformerConfig, build_transformer
@@ -39,7 +40,7 @@ class ObjectModelConfig(ModelSection):
 
 ModelConfig = Annotated[
     MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig | ObjectModelConfig
-    | MFConfig | TwoTowerConfig,
+    | MFConfig | TwoTowerConfig | MobileNetV2Config,
     Field(discriminator="name"),
 ]
 
@@ -52,6 +53,7 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "hf_encoder": build_hf_encoder,
     "mf": build_mf,
     "two_tower": build_two_tower,
+    "mobilenet_v2": build_mobilenet_v2,
 }
 
 

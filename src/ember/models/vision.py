@@ -1,0 +1,135 @@
+"""What the pretrained ImageNet backbones share: their options, input adapter and weight loading.
+
+A backbone (MobileNetV2, ...) takes Ember's image data as it is (any size, 1 or 3 channels,
+normalised by the data's own statistics) and turns it into what its ImageNet weights expect
+inside the model, so `predict`, `serve` and `export` feed it the same tensors as any CNN:
+
+    p = x · std_data + mean_data                    # back to pixels in [0, 1]
+    p = repeat(p, 3 channels)  if grayscale         # (B, 3, H, W)
+    p = bilinear_resize(p, input_size)              # (B, 3, S, S)
+    x' = (p - mean_imagenet) / std_imagenet         # the weights' own normalisation
+
+The per-channel affine maps commute with the resize (its weights sum to one), so the
+adapter is one resize and one multiply-add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from ember.data.bundle import DataInfo
+from ember.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ember.errors import CheckpointError, ConfigError
+from ember.models.common import MAX_WIDTH, ModelSection
+
+__all__ = ["BackboneSection", "ImageInput", "check_image_data", "load_pretrained", "IMAGENET_CLASSES"]
+
+IMAGENET_CLASSES = 1000
+
+
+class BackboneSection(ModelSection):
+    """Options every pretrained image backbone takes."""
+
+    pretrained: bool = Field(True, description="start from the ImageNet weights (false: random initialisation)")
+    freeze: bool = Field(False, description="train only the head: the backbone's weights and BatchNorm "
+                         "statistics stay as loaded")
+    num_classes: int | None = Field(None, ge=1, le=MAX_WIDTH, description="classes of the head; null: the "
+                                    "data's. Any number other than 1000 gets a new, randomly initialised head")
+    input_size: int = Field(224, ge=32, le=1024, description="images are resized to input_size x input_size "
+                            "(224 for ImageNet; smaller is faster for 28x28 images)")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the head")
+
+
+class ImageInput(nn.Module):
+    """The data's normalised images (B, C, H, W), C in {1, 3} -> ImageNet input (B, 3, S, S).
+
+    Holds no weights: its constants are rebuilt from the data's description, never saved.
+    """
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 size: int | None = None) -> None:
+        super().__init__()
+        if len(mean) not in (1, 3) or len(std) != len(mean):
+            raise ConfigError(f"image backbones take 1 or 3 channels; this data has {len(mean)}")
+        # Computed in Python, not on tensors: `ember plan` builds the model on the meta device.
+        means, stds = (mean * 3, std * 3) if len(mean) == 1 else (mean, std)  # grayscale: the same for R, G, B
+        scale = [sd / si for sd, si in zip(stds, IMAGENET_STD, strict=True)]
+        shift = [(md - mi) / si for md, mi, si in zip(means, IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+        self.size = size
+        # Data already normalised as ImageNet's (imagenet_eval): nothing to do but resize.
+        self.identity = all(abs(a - 1) < 1e-6 for a in scale) and all(abs(b) < 1e-6 for b in shift)
+
+    @classmethod
+    def for_data(cls, info: DataInfo, size: int | None) -> ImageInput:
+        """The adapter for `info`'s images (their `mean`/`std`; none recorded means raw [0, 1] pixels)."""
+        channels = int(info.input_shape[0])
+        mean = tuple(info.mean) if info.mean else (0.0,) * channels
+        std = tuple(info.std) if info.std else (1.0,) * channels
+        return cls(mean, std, size)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, 3, S, S)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # (B, 3, H, W), a view
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            shrink = min(x.shape[-2:]) > self.size  # antialias only when downscaling, as PIL does
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=shrink)
+        return x if self.identity else x * self.scale + self.shift
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, identity={self.identity}"
+
+
+def check_image_data(cfg: BackboneSection, info: DataInfo) -> int:
+    """The number of outputs for `info`, after checking a backbone can take its data.
+
+    Raises:
+        ConfigError: not (C, H, W) images with 1 or 3 channels, or `num_classes` disagreeing with the data.
+    """
+    source = info.extra.get("source", "?")
+    if len(info.input_shape) != 3 or int(info.input_shape[0]) not in (1, 3):
+        raise ConfigError(f"model.name: '{cfg.name}' needs images with 1 or 3 channels (C, H, W), but data "  # type: ignore[attr-defined]
+                          f"'{source}' gives shape {list(info.input_shape)}")
+    if info.task not in ("classification", "regression"):
+        raise ConfigError(f"model.name: '{cfg.name}' classifies images; this data's task is {info.task}")  # type: ignore[attr-defined]
+    if cfg.num_classes is not None and cfg.num_classes != info.num_outputs:
+        raise ConfigError(f"model.num_classes: {cfg.num_classes}, but data '{source}' has {info.num_outputs} "
+                          "outputs; leave it null to size the head from the data")
+    return int(info.num_outputs)
+
+
+def load_pretrained(model: nn.Module, weights: str, key_map: Callable[[str], str], keep_head: bool) -> None:
+    """Copy the ImageNet weights `weights` (see `ember.pretrained.VISION_WEIGHTS`) into `model`.
+
+    Args:
+        model: a backbone whose classifier is `head`.
+        weights: the `VISION_WEIGHTS` entry.
+        key_map: the reference release's tensor name -> the model's name.
+        keep_head: load the 1000-class head too; otherwise `head` keeps its fresh initialisation.
+
+    Raises:
+        ConfigError: the weights package is not installed.
+        CheckpointError: the converted weights do not cover the model exactly.
+    """
+    from ember.pretrained import converted_weights
+
+    if any(p.is_meta for p in model.parameters()):  # `ember plan` builds on meta: shapes only
+        return
+    tensors = converted_weights(weights, key_map, "model.pretrained")
+    if not keep_head:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("head.")}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors and (keep_head or not k.startswith("head."))]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [k for k, v in tensors.items() if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"the {weights} weights do not fit the model: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, other shapes {wrong[:3]}")
+    model.load_state_dict(tensors, strict=False)
