@@ -23,6 +23,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
+from ember.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ember.models.vision import (
     IMAGENET_CLASSES,
     BackboneSection,
@@ -31,7 +32,7 @@ from ember.models.vision import (
     load_pretrained,
 )
 
-__all__ = ["MobileNetV2Config", "MobileNetV2", "InvertedResidual", "ConvBN", "build_mobilenet_v2",
+__all__ = ["MobileNetV2Config", "MobileNetV2", "InvertedResidual", "ConvBN", "build_mobilenet_v2", "mobilenet_v2",
            "torchvision_key", "SETTINGS", "WEIGHTS"]
 
 WEIGHTS = "mobilenet_v2"  # the entry in `ember.pretrained.VISION_WEIGHTS`
@@ -185,3 +186,17 @@ def build_mobilenet_v2(cfg: MobileNetV2Config, info: DataInfo) -> MobileNetV2:
         model.features.requires_grad_(False)
         model.train(model.training)
     return model
+
+
+def mobilenet_v2(pretrained: bool = True, num_classes: int = IMAGENET_CLASSES, freeze: bool = False) -> MobileNetV2:
+    """MobileNetV2 for ImageNet-normalised images (B, 3, H, W), as `imagenet_eval` makes them.
+
+    With 1000 classes and `pretrained` it is torchvision's ImageNet classifier; any other number
+    of classes gets a new head. Images of another size are resized to 224 inside the model.
+
+    Example:
+        >>> model = mobilenet_v2().eval()
+        >>> model(imagenet_eval("photo.jpg")[None]).argmax(-1)  # an ImageNet class index
+    """
+    info = DataInfo("classification", "image", (3, 224, 224), num_classes, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return build_mobilenet_v2(MobileNetV2Config(pretrained=pretrained, freeze=freeze), info)
