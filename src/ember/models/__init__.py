@@ -18,6 +18,7 @@ from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.cnn import CNNConfig, build_cnn
 from ember.models.common import ModelSection, count_parameters
+from ember.models.efficientnet import EfficientNetLite0Config, build_efficientnet_lite0
 from ember.models.gpt import GPTConfig, build_gpt
 from ember.models.hf_encoder import HFEncoderConfig, build_hf_encoder
 from ember.models.mlp import MLPConfig, build_mlp
@@ -40,7 +41,7 @@ class ObjectModelConfig(ModelSection):
 
 ModelConfig = Annotated[
     MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig | ObjectModelConfig
-    | MFConfig | TwoTowerConfig | MobileNetV2Config,
+    | MFConfig | TwoTowerConfig | MobileNetV2Config | EfficientNetLite0Config,
     Field(discriminator="name"),
 ]
 
@@ -54,6 +55,7 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "mf": build_mf,
     "two_tower": build_two_tower,
     "mobilenet_v2": build_mobilenet_v2,
+    "efficientnet_lite0": build_efficientnet_lite0,
 }
 
 

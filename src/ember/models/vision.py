@@ -7,7 +7,7 @@ inside the model, so `predict`, `serve` and `export` feed it the same tensors as
     p = x · std_data + mean_data                    # back to pixels in [0, 1]
     p = repeat(p, 3 channels)  if grayscale         # (B, 3, H, W)
     p = bilinear_resize(p, input_size)              # (B, 3, S, S)
-    x' = (p - mean_imagenet) / std_imagenet         # the weights' own normalisation
+    x' = (p - mean_weights) / std_weights           # the weights' own normalisation (ImageNet's)
 
 The per-channel affine maps commute with the resize (its weights sum to one), so the
 adapter is one resize and one multiply-add.
@@ -27,9 +27,10 @@ from ember.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ember.errors import CheckpointError, ConfigError
 from ember.models.common import MAX_WIDTH, ModelSection
 
-__all__ = ["BackboneSection", "ImageInput", "check_image_data", "load_pretrained", "IMAGENET_CLASSES"]
+__all__ = ["BackboneSection", "ImageInput", "check_image_data", "load_pretrained", "IMAGENET_CLASSES", "IMAGENET"]
 
 IMAGENET_CLASSES = 1000
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)  # torchvision's normalisation: (mean, std) per channel
 
 
 class BackboneSection(ModelSection):
@@ -48,18 +49,22 @@ class BackboneSection(ModelSection):
 class ImageInput(nn.Module):
     """The data's normalised images (B, C, H, W), C in {1, 3} -> ImageNet input (B, 3, S, S).
 
+    `target` is the (mean, std) the weights were trained with: torchvision's ImageNet
+    statistics for most backbones, TensorFlow's (127/255, 128/255) for the Lite EfficientNets.
+
     Holds no weights: its constants are rebuilt from the data's description, never saved.
     """
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 size: int | None = None) -> None:
+                 size: int | None = None, target: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET) -> None:
         super().__init__()
         if len(mean) not in (1, 3) or len(std) != len(mean):
             raise ConfigError(f"image backbones take 1 or 3 channels; this data has {len(mean)}")
         # Computed in Python, not on tensors: `ember plan` builds the model on the meta device.
         means, stds = (mean * 3, std * 3) if len(mean) == 1 else (mean, std)  # grayscale: the same for R, G, B
-        scale = [sd / si for sd, si in zip(stds, IMAGENET_STD, strict=True)]
-        shift = [(md - mi) / si for md, mi, si in zip(means, IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+        to_mean, to_std = target  # the normalisation the weights were trained with
+        scale = [sd / si for sd, si in zip(stds, to_std, strict=True)]
+        shift = [(md - mi) / si for md, mi, si in zip(means, to_mean, to_std, strict=True)]
         self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
         self.size = size
@@ -67,12 +72,13 @@ class ImageInput(nn.Module):
         self.identity = all(abs(a - 1) < 1e-6 for a in scale) and all(abs(b) < 1e-6 for b in shift)
 
     @classmethod
-    def for_data(cls, info: DataInfo, size: int | None) -> ImageInput:
+    def for_data(cls, info: DataInfo, size: int | None,
+                 target: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET) -> ImageInput:
         """The adapter for `info`'s images (their `mean`/`std`; none recorded means raw [0, 1] pixels)."""
         channels = int(info.input_shape[0])
         mean = tuple(info.mean) if info.mean else (0.0,) * channels
         std = tuple(info.std) if info.std else (1.0,) * channels
-        return cls(mean, std, size)
+        return cls(mean, std, size, target)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, 3, S, S)
         if x.shape[1] == 1:
