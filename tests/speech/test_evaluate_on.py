@@ -45,6 +45,11 @@ def test_asterisk_digits_are_the_ten_recordings_labelled_by_name() -> None:
         pytest.skip("asterisk-core-sounds-en-wav is not installed (apt-get install asterisk-core-sounds-en-wav)")
     files, labels = labelled_files("asterisk_digits", DIGITS)
     assert [f.name for f in files] == [f"{d}.wav" for d in range(10)] and labels == list(range(10))
+    # spoken-digits names its classes in words, in its own order: 3.wav is "three" wherever it sits
+    words = ("five", "zero", "one", "two", "three", "four", "six", "seven", "eight", "nine")
+    spoken = DataInfo(task="classification", input_kind="audio", input_shape=(1, 40, 32), num_outputs=10,
+                      class_names=words)
+    assert [words[i] for i in labelled_files("asterisk_digits", spoken)[1]][3] == "three"
     images = DataInfo(task="classification", input_kind="image", input_shape=(1, 8, 8), num_outputs=10,
                       class_names=DIGITS.class_names)
     with pytest.raises(DataError, match="holds audio recordings; this run takes image inputs"):

@@ -37,6 +37,9 @@ def _suffixes(kind: str) -> tuple[str, ...]:
     raise DataError(f"--on: labelled folders hold images or recordings; this run takes {kind} inputs")
 
 
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def _class_index(name: str, info: DataInfo, where: str) -> int:
     names = list(info.class_names or ())
     if name not in names:
@@ -51,7 +54,9 @@ def _installed(name: str, info: DataInfo) -> tuple[list[Path], list[int]]:
     files = [folder / f"{d}.wav" for d in range(10)]
     if not all(f.is_file() for f in files):
         raise DataError(f"--on {name}: not installed ('{folder}' lacks 0.wav..9.wav); install it with: {install}")
-    return files, [_class_index(f.stem, info, f"'{f}'") for f in files]
+    # A run's digit classes are named "0".."9" or, as spoken-digits' are, "zero".."nine".
+    words = set(info.class_names or ()) == set(_DIGIT_WORDS)
+    return files, [_class_index(_DIGIT_WORDS[d] if words else str(d), info, f"'{files[d]}'") for d in range(10)]
 
 
 def labelled_files(spec: str | Path, info: DataInfo) -> tuple[list[Path], list[int]]:
