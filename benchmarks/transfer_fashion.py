@@ -27,6 +27,7 @@ VARIANTS: dict[str, list[str]] = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed+seeds-1")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated of {list(VARIANTS)}")
     parser.add_argument("--target", default="", help="extra overrides of every run, space-separated")
     args = parser.parse_args()
@@ -35,7 +36,7 @@ def main() -> None:
         quiet = [f"log.runs_dir={tmp}", "log.report=false"]
         for name in args.variants.split(","):
             out[name] = []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 overrides = [*quiet, f"train.seed={seed}", *VARIANTS[name], *args.target.split()]
                 run = ember.train("fashion-mobilenet-transfer", overrides, verbose=False)
                 out[name].append(round(json.loads(run.summary.read_text())["test"]["accuracy"], 4))
