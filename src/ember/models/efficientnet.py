@@ -34,7 +34,7 @@ from ember.models.vision import (
     BackboneSection,
     ImageInput,
     check_image_data,
-    load_pretrained,
+    prepare_backbone,
 )
 
 __all__ = ["EfficientNetLite0Config", "EfficientNetLite0", "MBConv", "SameConvBN", "build_efficientnet_lite0",
@@ -185,13 +185,7 @@ def build_efficientnet_lite0(cfg: EfficientNetLite0Config, info: DataInfo) -> Ef
     """
     num_outputs = check_image_data(cfg, info)
     model = EfficientNetLite0(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size, LITE_NORMALISATION))
-    if cfg.pretrained:
-        load_pretrained(model, WEIGHTS, packaged_key, keep_head=num_outputs == IMAGENET_CLASSES)
-    if cfg.freeze:
-        model.frozen = True
-        model.features.requires_grad_(False)
-        model.train(model.training)
-    return model
+    return prepare_backbone(model, cfg, WEIGHTS, packaged_key)  # type: ignore[return-value]
 
 
 def efficientnet_lite0(pretrained: bool = True, num_classes: int = IMAGENET_CLASSES,

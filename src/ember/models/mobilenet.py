@@ -29,7 +29,7 @@ from ember.models.vision import (
     BackboneSection,
     ImageInput,
     check_image_data,
-    load_pretrained,
+    prepare_backbone,
 )
 
 __all__ = ["MobileNetV2Config", "MobileNetV2", "InvertedResidual", "ConvBN", "build_mobilenet_v2", "mobilenet_v2",
@@ -179,13 +179,7 @@ def build_mobilenet_v2(cfg: MobileNetV2Config, info: DataInfo) -> MobileNetV2:
     """
     num_outputs = check_image_data(cfg, info)
     model = MobileNetV2(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size))
-    if cfg.pretrained:
-        load_pretrained(model, WEIGHTS, torchvision_key, keep_head=num_outputs == IMAGENET_CLASSES)
-    if cfg.freeze:
-        model.frozen = True
-        model.features.requires_grad_(False)
-        model.train(model.training)
-    return model
+    return prepare_backbone(model, cfg, WEIGHTS, torchvision_key)  # type: ignore[return-value]
 
 
 def mobilenet_v2(pretrained: bool = True, num_classes: int = IMAGENET_CLASSES, freeze: bool = False) -> MobileNetV2:

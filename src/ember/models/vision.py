@@ -27,7 +27,8 @@ from ember.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ember.errors import CheckpointError, ConfigError
 from ember.models.common import MAX_WIDTH, ModelSection
 
-__all__ = ["BackboneSection", "ImageInput", "check_image_data", "load_pretrained", "IMAGENET_CLASSES", "IMAGENET"]
+__all__ = ["BackboneSection", "ImageInput", "check_image_data", "load_pretrained", "prepare_backbone",
+           "IMAGENET_CLASSES", "IMAGENET"]
 
 IMAGENET_CLASSES = 1000
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)  # torchvision's normalisation: (mean, std) per channel
@@ -139,3 +140,19 @@ def load_pretrained(model: nn.Module, weights: str, key_map: Callable[[str], str
         raise CheckpointError(f"the {weights} weights do not fit the model: missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}, other shapes {wrong[:3]}")
     model.load_state_dict(tensors, strict=False)
+
+
+def prepare_backbone(model: nn.Module, cfg: BackboneSection, weights: str, key_map: Callable[[str], str]) -> nn.Module:
+    """`model` (with `features`, `head` and a `frozen` flag) given its ImageNet weights and frozen as `cfg` says.
+
+    Raises:
+        ConfigError: the weights package is not installed.
+        CheckpointError: the converted weights do not cover the model exactly.
+    """
+    if cfg.pretrained:
+        load_pretrained(model, weights, key_map, keep_head=model.head.out_features == IMAGENET_CLASSES)
+    if cfg.freeze:
+        model.frozen = True  # its train() keeps the features (and their BatchNorm statistics) in eval mode
+        model.features.requires_grad_(False)
+        model.train(model.training)
+    return model
