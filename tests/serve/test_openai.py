@@ -141,7 +141,7 @@ def test_queue_full_is_429_and_a_cancelled_stream_frees_its_slot(lm_run: Path) -
         ok = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
                                                       "max_tokens": 3})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
-        for bad in ({"prompt": "x", "top_p": 0}, {"prompt": "x", "presence_penalty": 1}, {"messages": []}):
+        for bad in ({"prompt": "x", "top_p": 0}, {"prompt": "x", "presence_penalty": 3}, {"messages": []}):
             path = "/v1/chat/completions" if "messages" in bad else "/v1/completions"
             r = http.post(path, json=bad)
             assert r.status_code == 400 and r.json()["error"]["message"]

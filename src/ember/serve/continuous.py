@@ -90,7 +90,8 @@ class Scheduler:
     def __init__(self, model: Any, tokenizer: Any, vocab_size: int, max_len: int, max_batch: int = 8,
                  max_queue: int = 64, eos_ids: set[int] | None = None) -> None:
         self.model = model.eval()
-        first = next(model.parameters(), None)  # sampling state lives beside the logits
+        params = getattr(model, "parameters", None)  # sampling state lives beside the logits
+        first = next(params(), None) if callable(params) else None
         self.device = first.device if first is not None else torch.device("cpu")
         self.tok = tokenizer
         self.vocab = vocab_size
