@@ -29,11 +29,8 @@ KEY = "sk-test-key"
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("openai")
-    return ember.train("stdlib-char-gpt", ["data.max_chars=120000", "data.block_size=48", "model.n_layer=1",
-                                           "model.n_embd=32", "train.max_steps=5", f"log.runs_dir={root}",
-                                           "log.report=false"], verbose=False).path
+def lm_run(tiny_lm_run: Path) -> Path:
+    return tiny_lm_run  # the session's tiny char GPT (tests/conftest.py), shared with tests/e2e/test_chat.py
 
 
 @pytest.fixture(scope="module")
