@@ -25,12 +25,14 @@ ROLES = ("system", "user", "assistant", "tool", "developer")
 class ChatSession:
     """A loaded run and a conversation; `reply(text)` streams the assistant's answer.
 
+    The sampling settings (`max_new_tokens`, `temperature`, `top_k`, `top_p`,
+    `repetition_penalty`, `presence_penalty`, `frequency_penalty`, `stop`) are those of
+    `ember.generation.generate`. Turn n samples with `seed + n`, so a conversation replays
+    exactly; `reset` starts the count again.
+
     Args:
         run_dir: a language-model run folder.
         system: a system message that opens the conversation (kept when history is trimmed).
-        max_new_tokens, temperature, top_k, top_p, repetition_penalty, presence_penalty,
-        frequency_penalty, seed, stop: as for `ember.generation.generate`. Turn n samples with
-        `seed + n`, so a conversation replays exactly; `reset` starts the count again.
     """
 
     def __init__(self, run_dir: str | Path, system: str | None = None, *, max_new_tokens: int = 200,

@@ -68,11 +68,16 @@ def test_session_trims_the_oldest_turns_and_uses_the_template(templated: Path) -
         ember.chat(templated, [{"content": "x"}])
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal delivers it (a test started in the background inherits SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_an_answer_and_returns_to_the_prompt(tiny_lm_run: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(ember.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(ember.__file__).parents[1]), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ember", "chat", str(tiny_lm_run), "--max-new-tokens", "1000000",
                              "--temperature", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env, preexec_fn=_default_sigint)
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(b"hello\n")
@@ -86,7 +91,12 @@ def test_ctrl_c_stops_an_answer_and_returns_to_the_prompt(tiny_lm_run: Path) -> 
         proc.send_signal(signal.SIGINT)
         proc.stdin.write(b"/reset\n/exit\n")
         proc.stdin.flush()
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps every thread
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"ember chat did not end after Ctrl-C:\n{err.decode()[-4000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
