@@ -41,3 +41,17 @@ def run_cli(*args: str | Path, cwd: Path | None = None, check: bool = False,
 @pytest.fixture
 def cli():
     return run_cli
+
+
+TINY_LM = ["data.max_chars=120000", "data.block_size=48", "model.n_layer=1", "model.n_embd=32",
+           "train.max_steps=5", "log.report=false"]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A char GPT trained 5 steps (48-char context), shared by the serving and chat tests: read it, don't
+    write into it (copy it first)."""
+    import ember
+
+    root = tmp_path_factory.mktemp("tiny-lm")
+    return ember.train("stdlib-char-gpt", [*TINY_LM, f"log.runs_dir={root}"], verbose=False).path

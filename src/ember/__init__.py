@@ -25,6 +25,9 @@ _LAZY: dict[str, str] = {
     "evaluate": "ember.api",
     "predict": "ember.api",
     "report": "ember.api",
+    "generate": "ember.generation",
+    "chat": "ember.chat_session",
+    "chat_stream": "ember.chat_session",
     "open_run": "ember.runs",
     "load_run": "ember.loading",
     "LoadedRun": "ember.loading",
@@ -46,7 +49,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "load_config", "train", "evaluate", "predict", "report", "open_run", "load_run", "LoadedRun",
+    "load_config", "train", "evaluate", "predict", "report", "generate", "chat", "chat_stream", "open_run", "load_run", "LoadedRun",
     "register_model", "register_data", "register_callback", "Callback", "FitState", "StopTraining",
     "CallbackError", "ModelPlugin", "DataPlugin", "Section", "DataBundle", "DataInfo", "data_bundle",
     "TensorBoardLogger", "MLflowLogger", "explain", "tune", "EmberError", "ConfigError", "DataError",
@@ -70,9 +73,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from ember.api import evaluate, load_config, predict, report, train
+    from ember.chat_session import chat, chat_stream
     from ember.data import register_data
     from ember.data.bundle import DataBundle, DataInfo
     from ember.data.objects import data_bundle
+    from ember.generation import generate
     from ember.loading import LoadedRun, load_run
     from ember.models import register_model
     from ember.plugins import DataPlugin, ModelPlugin

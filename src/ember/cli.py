@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ember import __version__
-from ember.cli_args import float_in, int_in, unescape
+from ember.cli_args import add_sampling_flags, float_in, int_in, sampling_kwargs
 from ember.compress.cli import add_compress_parser
 from ember.errors import ConfigError, EmberError, show_ember_warnings
 from ember.privacy import cli as audit_cli
@@ -88,13 +88,16 @@ def _run_parsers(sub: Any) -> None:
     g = sub.add_parser("generate", help="stream text from a language-model run")
     g.add_argument("run_dir", type=Path, help="a language-model run folder")
     g.add_argument("--prompt", default="", help="text to continue")
-    g.add_argument("--max-new-tokens", type=int_in(1, 1_000_000), default=200)
-    g.add_argument("--temperature", type=float_in(0, 100), default=0.8, help="0 = greedy")
-    g.add_argument("--top-k", type=int_in(1), default=None)
-    g.add_argument("--top-p", type=float_in(0, 1), default=None)
-    g.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
-    g.add_argument("--stop", action="append", default=None, type=unescape,
-                   help=r"stop string (repeatable); escapes like \n are interpreted")
+    add_sampling_flags(g)
+
+    ch = sub.add_parser("chat", help="chat with a language-model run in the terminal (its chat template)",
+                        description="A multi-turn chat: answers stream as they are written. Ctrl-C stops an "
+                                    "answer; Ctrl-C or Ctrl-D at the prompt, or /exit, ends; /reset clears "
+                                    "the history. Reads lines from stdin when it is not a terminal.")
+    ch.add_argument("run_dir", type=Path, help="a language-model run folder")
+    ch.add_argument("--once", default=None, metavar="MESSAGE", help="answer this one message and exit")
+    ch.add_argument("--system", default=None, help="a system message that opens the conversation")
+    add_sampling_flags(ch)
 
     ex = sub.add_parser("explain", help="attributions for a run's predictions (images, text, tables, series)")
     ex.add_argument("run_dir", type=Path, help="a run folder")
@@ -236,15 +239,18 @@ def _plan(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from ember.generation import generate
 
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens: got {args.max_new_tokens}; must be >= 1")
     sys.stdout.write(args.prompt)
-    for piece in generate(args.run_dir, args.prompt, args.max_new_tokens, args.temperature,
-                          args.top_k, args.top_p, args.seed, args.stop):
+    for piece in generate(args.run_dir, args.prompt, **sampling_kwargs(args)):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from ember.chat_cli import run_chat
+
+    return run_chat(args.run_dir, args.once, args.system, sampling_kwargs(args))
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -324,7 +330,7 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate,
+    "train": _train, "evaluate": _evaluate, "predict": _predict, "plan": _plan, "generate": _generate, "chat": _chat,
     "explain": _explain, "export": _export, "serve": _serve, "compress": _compress, "report": _report,
     "runs": _runs, "recipes": _recipes, "textbook": _textbook, "tune": tune_cli.run,
     "import": transfer_cli.run, "recommend": recommend_cli.run,

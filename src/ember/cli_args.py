@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["unescape"]
+__all__ = ["unescape", "int_in", "float_in", "add_sampling_flags", "sampling_kwargs"]
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
 _PATTERN = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.DOTALL)
@@ -61,3 +61,31 @@ def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
 def float_in(low: float, high: float | None = None) -> Callable[[str], float]:
     """Finite numbers in [low, high] (an argparse `type`): nan and inf are refused."""
     return _number_in(float, low, high)
+
+
+def add_sampling_flags(parser: Any, max_new_tokens: int = 200) -> None:
+    """The sampling options `ember generate` and `ember chat` share, each bounded (exit 2 outside)."""
+    parser.add_argument("--max-new-tokens", type=int_in(1, 1_000_000), default=max_new_tokens,
+                        help=f"tokens to write at most (default {max_new_tokens})")
+    parser.add_argument("--temperature", type=float_in(0, 100), default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int_in(1), default=None, help="sample among the k likeliest tokens")
+    parser.add_argument("--top-p", type=float_in(0, 1), default=None,
+                        help="nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1]")
+    parser.add_argument("--repetition-penalty", type=float_in(0.01, 100), default=1.0,
+                        help="CTRL's: logits of tokens already in the context divided by it (multiplied when "
+                             "negative); > 1 discourages repeats, 1 = off (default)")
+    parser.add_argument("--presence-penalty", type=float_in(-2, 2), default=0.0,
+                        help="OpenAI's: subtracted from every token already in the answer, -2..2 (default 0)")
+    parser.add_argument("--frequency-penalty", type=float_in(-2, 2), default=0.0,
+                        help="OpenAI's: times the token's count in the answer, subtracted, -2..2 (default 0)")
+    parser.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="the same seed, the same text")
+    parser.add_argument("--stop", action="append", default=None, type=unescape,
+                        help=r"stop string (repeatable), never printed; escapes like \n are interpreted")
+
+
+def sampling_kwargs(args: Any) -> dict[str, Any]:
+    """The parsed sampling flags as keyword arguments of `ember.generation.generate` / `ember.chat`."""
+    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+            "top_p": args.top_p, "seed": args.seed, "stop": args.stop,
+            "repetition_penalty": args.repetition_penalty, "presence_penalty": args.presence_penalty,
+            "frequency_penalty": args.frequency_penalty}

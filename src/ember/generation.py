@@ -7,20 +7,29 @@ from pathlib import Path
 
 from ember.errors import ConfigError
 from ember.loading import load_run, load_tokenizer
-from ember.models.sampling import generate_text
+from ember.models.sampling import check_sampling, generate_text
 
 __all__ = ["generate"]
 
 
 def generate(run_dir: str | Path, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-             stop: list[str] | None = None) -> Iterator[str]:
+             stop: list[str] | None = None, *, repetition_penalty: float = 1.0, presence_penalty: float = 0.0,
+             frequency_penalty: float = 0.0) -> Iterator[str]:
     """Stream the text a language-model run writes after `prompt`, piece by piece.
 
-    Stops after `max_new_tokens` or when any of `stop` appears (the stop string excluded).
+    Stops after `max_new_tokens`, at the tokenizer's end-of-sequence token, or when any of
+    `stop` appears (the stop string excluded, even when it spans tokens). `repetition_penalty`
+    (CTRL's: > 1 discourages tokens already in the context), `presence_penalty` and
+    `frequency_penalty` (OpenAI's, -2..2, over the completion) reshape the logits before
+    sampling; see `ember.models.sampling`. The same `seed` gives the same text.
     """
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens: got {max_new_tokens}; must be >= 1")
+    check_sampling(temperature, top_k, top_p, repetition_penalty, presence_penalty, frequency_penalty)
     loaded = load_run(run_dir)
     if loaded.info.task != "lm":
         raise ConfigError(f"generate needs a language-model run; '{loaded.run.path}' is a {loaded.info.task} run")
     yield from generate_text(loaded.model, load_tokenizer(loaded.run.path), loaded.info, prompt, max_new_tokens,
-                             temperature, top_k, top_p, seed, stop)
+                             temperature, top_k, top_p, seed, stop, repetition_penalty=repetition_penalty,
+                             presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)

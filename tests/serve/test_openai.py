@@ -29,11 +29,8 @@ KEY = "sk-test-key"
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("openai")
-    return ember.train("stdlib-char-gpt", ["data.max_chars=120000", "data.block_size=48", "model.n_layer=1",
-                                           "model.n_embd=32", "train.max_steps=5", f"log.runs_dir={root}",
-                                           "log.report=false"], verbose=False).path
+def lm_run(tiny_lm_run: Path) -> Path:
+    return tiny_lm_run  # the session's tiny char GPT (tests/conftest.py), shared with tests/e2e/test_chat.py
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +138,7 @@ def test_queue_full_is_429_and_a_cancelled_stream_frees_its_slot(lm_run: Path) -
         ok = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
                                                       "max_tokens": 3})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
-        for bad in ({"prompt": "x", "top_p": 0}, {"prompt": "x", "presence_penalty": 1}, {"messages": []}):
+        for bad in ({"prompt": "x", "top_p": 0}, {"prompt": "x", "presence_penalty": 3}, {"messages": []}):
             path = "/v1/chat/completions" if "messages" in bad else "/v1/completions"
             r = http.post(path, json=bad)
             assert r.status_code == 400 and r.json()["error"]["message"]

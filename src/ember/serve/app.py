@@ -68,6 +68,9 @@ class GenerateRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     stop: list[str] | None = None
+    repetition_penalty: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)
+    presence_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
     stream: bool = False
 
 
@@ -345,7 +348,9 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
         from ember.models.sampling import generate_text
 
         pieces = generate_text(loaded.model, tokenizer, loaded.info, body.prompt, body.max_new_tokens,
-                               body.temperature, body.top_k, body.top_p, body.seed, body.stop)
+                               body.temperature, body.top_k, body.top_p, body.seed, body.stop,
+                               repetition_penalty=body.repetition_penalty,
+                               presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
         if not body.stream:
             text = "".join([p async for p in iterate_in_threadpool(pieces)])
             return {"prompt": body.prompt, "text": text}

@@ -4,7 +4,9 @@ A scheduler thread owns one KV cache of `max_batch` rows. Each step it (1) admit
 requests into free slots: the prompt is prefilled on a batch-1 cache and its K/V copied into
 the slot's row, (2) runs ONE forward pass over every occupied row, each row at its own
 position (`model(idx, kv_cache=view, start_pos=LongTensor)`), (3) samples one token per row
-with that request's temperature/top_p/seed, checks its stop strings and limits, and frees
+with that request's own settings (temperature, top-k, top-p, seed, and its repetition,
+presence and frequency penalties over its own tokens), checks its stop strings (held back
+until they cannot be the start of one, never emitted) and limits, and frees
 the slot of every finished or cancelled request at once, so a waiting one joins next step.
 
 Why prefill on a batch-1 cache and copy: prompts have different lengths, so a batched
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ember.models.sampling import sample_next
+from ember.models.sampling import Penalties, TextStream, sample_next
 
 __all__ = ["Scheduler", "GenRequest", "QueueFull"]
 
@@ -50,6 +52,10 @@ class GenRequest:
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     loop: asyncio.AbstractEventLoop | None = None
     cancelled: bool = False
@@ -57,8 +63,9 @@ class GenRequest:
     # Scheduler-side state
     _pos: int = 0
     _last: int = 0
-    _shown: int = 0
     _gen: torch.Generator | None = None
+    _pen: Penalties | None = None
+    _text: TextStream | None = None
 
     def cancel(self) -> None:
         """Free the slot at the next step (the client went away)."""
@@ -83,6 +90,9 @@ class Scheduler:
     def __init__(self, model: Any, tokenizer: Any, vocab_size: int, max_len: int, max_batch: int = 8,
                  max_queue: int = 64, eos_ids: set[int] | None = None) -> None:
         self.model = model.eval()
+        params = getattr(model, "parameters", None)  # sampling state lives beside the logits
+        first = next(params(), None) if callable(params) else None
+        self.device = first.device if first is not None else torch.device("cpu")
         self.tok = tokenizer
         self.vocab = vocab_size
         self.max_len = max_len
@@ -119,8 +129,12 @@ class Scheduler:
         req.loop = asyncio.get_running_loop()
         # Keep room for at least one new token; a longer prompt keeps its most recent ids.
         req.prompt_ids = (req.prompt_ids or [0])[-(self.max_len - 1):]
-        req._gen = torch.Generator().manual_seed(req.seed if req.seed is not None else
-                                                 int(torch.randint(0, 2**62, (1,))))
+        seed = req.seed if req.seed is not None else int(torch.randint(0, 2**62, (1,)))
+        req._gen = torch.Generator(device=self.device.type).manual_seed(seed)
+        pen = Penalties(self.vocab, req.prompt_ids, req.repetition_penalty, req.presence_penalty,
+                        req.frequency_penalty, self.device)
+        req._pen = pen if pen.active else None
+        req._text = TextStream(self.tok, req.stop)
         with self.cond:
             if self.active >= self.max_batch and len(self.waiting) >= self.max_queue:
                 raise QueueFull
@@ -161,7 +175,7 @@ class Scheduler:
         return out
 
     def _prefill(self, slot: int, req: GenRequest) -> None:
-        ids = torch.tensor([req.prompt_ids], dtype=torch.long)
+        ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
         t = ids.shape[1]
         one = self.model.new_cache(1, max_len=t)
         logits = self.model(ids, kv_cache=one, start_pos=0)[:, -1, :self.vocab].float()  # (1, V)
@@ -185,7 +199,7 @@ class Scheduler:
             req = self.slots[i]
             assert req is not None
             idx[i, 0], pos[i] = req._last, req._pos
-        logits = self.model(idx, kv_cache=view, start_pos=pos)[:, -1, :self.vocab].float()  # (hi, V)
+        logits = self.model(idx.to(self.device), kv_cache=view, start_pos=pos.to(self.device))[:, -1, :self.vocab].float()  # (hi, V)
         self.steps += 1
         for i in rows:
             req = self.slots[i]
@@ -199,35 +213,27 @@ class Scheduler:
             self.slots[slot] = None
             return
         top_p = req.top_p if req.top_p is not None and req.top_p < 1 else None
-        nxt = int(sample_next(logits, req.temperature, None, top_p, req._gen))
+        if req._pen is not None:
+            logits = req._pen.apply(logits)
+        nxt = int(sample_next(logits, req.temperature, req.top_k, top_p, req._gen))
+        assert req._text is not None
         reason = None
         if nxt in self.eos:
             reason = "stop"
         else:
             req.completion_ids.append(nxt)
             req._last = nxt
-            text = self.tok.decode(req.completion_ids)
-            hits = [text.find(s) for s in req.stop if s and s in text]
-            if hits:
-                cut = min(hits)
-                if cut > req._shown:
-                    req._emit("text", text[req._shown:cut])
-                req._shown = cut
+            if req._pen is not None:
+                req._pen.update(nxt)
+            piece, stopped = req._text.push(nxt)
+            if piece:
+                req._emit("text", piece)
+            if stopped:
                 reason = "stop"
-            else:
-                safe = len(text)
-                if "\ufffd" in text[req._shown:]:  # a multi-byte character still incomplete
-                    safe = req._shown
-                held = max((k for s in req.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-                safe = max(req._shown, safe - held)
-                if safe > req._shown:
-                    req._emit("text", text[req._shown:safe])
-                    req._shown = safe
-                if len(req.completion_ids) >= req.max_tokens or req._pos >= self.max_len:
-                    if len(text) > req._shown:
-                        req._emit("text", text[req._shown:])
-                        req._shown = len(text)
-                    reason = "length"
+            elif len(req.completion_ids) >= req.max_tokens or req._pos >= self.max_len:
+                if tail := req._text.flush():
+                    req._emit("text", tail)
+                reason = "length"
         if reason is not None:
             req._emit("done", reason)
             self.slots[slot] = None

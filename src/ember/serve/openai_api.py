@@ -14,7 +14,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -23,13 +22,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ember.chat_format import FALLBACK_ROLES, TEMPLATE_FILES, find_chat_template, format_chat
+from ember.chat_format import message_text as _text
 from ember.serve.continuous import GenRequest, QueueFull, Scheduler
 
-__all__ = ["format_chat", "find_chat_template", "mount_openai", "OPENAI_PATHS"]
+# format_chat and find_chat_template live in ember.chat_format (shared with `ember chat`).
+__all__ = ["format_chat", "find_chat_template", "mount_openai", "OPENAI_PATHS", "FALLBACK_ROLES",
+           "TEMPLATE_FILES"]
 
 OPENAI_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
-TEMPLATE_FILES = ("chat_template.jinja", "chat_template.txt")
-FALLBACK_ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 
 class Message(BaseModel):
@@ -52,6 +53,9 @@ class _Sampling(BaseModel):
     stream_options: dict[str, Any] | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
     frequency_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
+    # Beyond OpenAI's fields, as vLLM and llama.cpp's servers accept them:
+    top_k: int | None = Field(None, ge=1, le=1_000_000)
+    repetition_penalty: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)
 
 
 class CompletionRequest(_Sampling):
@@ -60,51 +64,6 @@ class CompletionRequest(_Sampling):
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(..., min_length=1)
-
-
-def _text(content: str | list[dict[str, Any]] | None) -> str:
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]: the text parts joined
-        return "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
-    return content or ""
-
-
-def format_chat(messages: list[dict[str, Any]], template: str | None, bos: str = "", eos: str = "") -> str:
-    """The prompt for `messages`: the run's jinja chat template, or Ember's plain fallback.
-
-    The template is rendered in jinja2's ImmutableSandboxedEnvironment (run folders are
-    untrusted) with `messages`, `add_generation_prompt=True`, `bos_token`, `eos_token`.
-    Fallback, for runs without a template: one "Role: content" line per message, then
-    "Assistant:" for the model to continue.
-    """
-    if template:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-        def raise_exception(message: str) -> None:
-            raise ValueError(message)
-
-        env.globals["raise_exception"] = raise_exception
-        return env.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                                 bos_token=bos, eos_token=eos)
-    lines = [f"{FALLBACK_ROLES.get(m['role'], m['role'].title())}: {_text(m.get('content'))}" for m in messages]
-    return "\n".join([*lines, "Assistant:"])
-
-
-def find_chat_template(run_path: Path) -> str | None:
-    """The run's chat template: chat_template.jinja/.txt, or tokenizer_config.json's; None if absent."""
-    for name in TEMPLATE_FILES:
-        path = run_path / name
-        if path.is_file():
-            return path.read_text(encoding="utf-8", errors="replace") or None
-    cfg = run_path / "tokenizer_config.json"
-    if cfg.is_file():
-        try:
-            value = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, str) and value else None
-    return None
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
@@ -143,9 +102,6 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
             return error(503, "server is shutting down; retry on another instance", "server_error")
         if body.n != 1:
             return error(400, f"n={body.n}: this server returns one choice per request; send n=1", param="n")
-        if body.presence_penalty or body.frequency_penalty:
-            return error(400, "presence_penalty and frequency_penalty are not supported; leave them at 0",
-                         param="presence_penalty" if body.presence_penalty else "frequency_penalty")
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stop) > 4:
             return error(400, f"stop: at most 4 sequences, got {len(stop)}", param="stop")
@@ -154,7 +110,8 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
         except (KeyError, ValueError) as exc:
             return error(400, f"the prompt has text this model's tokenizer cannot encode ({exc})", param="prompt")
         req = GenRequest(list(ids), body.max_completion_tokens or body.max_tokens or 16, body.temperature,
-                         body.top_p, body.seed, stop)
+                         body.top_p, body.seed, stop, body.top_k, body.repetition_penalty,
+                         body.presence_penalty, body.frequency_penalty)
         try:
             sched.submit(req)
         except QueueFull:
