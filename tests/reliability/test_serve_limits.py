@@ -103,7 +103,7 @@ def test_burst_gets_429s_and_health_stays_up(digits_run: Path) -> None:
 
 def test_decoding_runs_off_the_event_loop(digits_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     on_loop: list[bool] = []
-    real = serve_app._parse_item
+    real = serve_app.parse_item
 
     def spy(*args: object) -> object:
         try:
@@ -113,7 +113,7 @@ def test_decoding_runs_off_the_event_loop(digits_run: Path, monkeypatch: pytest.
             on_loop.append(False)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(serve_app, "_parse_item", spy)
+    monkeypatch.setattr(serve_app, "parse_item", spy)
     with TestClient(create_app(digits_run)) as client:
         assert client.post("/v1/predict", json={"inputs": {"image": _png(8)}}).status_code == 200
         assert client.post("/v1/explain", json={"inputs": {"image": _png(8)}}).status_code == 200

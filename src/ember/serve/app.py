@@ -6,14 +6,13 @@
     POST /v1/generate     language models: text, or server-sent events with "stream": true
     POST /v1/recommend    recommendation runs: {"user": "42", "k": 10} -> the top-k unseen items
     GET  /metrics         Prometheus text: requests, errors, latency, batch sizes
+
+Request items become tensors in `ember.serve.request_inputs`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
 import json
 import os
 import time
@@ -38,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from ember.errors import ConfigError, EmberError
 from ember.serve.batcher import MicroBatcher
 from ember.serve.guard import Admission, AdmissionLimit, BodyLimit, key_matches, validation_errors
+from ember.serve.request_inputs import PixelBudget, parse_item
 
 __all__ = ["create_app"]
 
@@ -99,115 +99,6 @@ def _runner(loaded: Any, runtime: str) -> Any:
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def _image_pixels(raw: bytes) -> int:
-    """Width x height from the image header alone (nothing decoded); 413 for a bomb."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            width, height = img.size
-    except Image.DecompressionBombError:
-        raise HTTPException(413, "image dimensions over the decoder's limit; resize it first") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise HTTPException(400, "'image' is not a PNG or JPEG image") from None
-    return width * height
-
-
-class _Budget:
-    """Pixels left to decode in one request; each image also has its own cap."""
-
-    def __init__(self, per_image: int, per_request: int) -> None:
-        self.per_image = per_image
-        self.left = per_request
-
-    def take(self, pixels: int) -> None:
-        if pixels > self.per_image:
-            raise HTTPException(413, f"image of {pixels} pixels; the limit is {self.per_image} per image")
-        if pixels > self.left:
-            raise HTTPException(413, "images in this request exceed its pixel budget; send fewer or smaller")
-        self.left -= pixels
-
-
-def _numbers(item: list[Any]) -> torch.Tensor:
-    values = []
-    for v in item:
-        try:
-            values.append(float(v))
-        except OverflowError:
-            raise HTTPException(400, f"value {str(v)[:20]}... is too large for a float") from None
-    return torch.tensor(values, dtype=torch.float32)
-
-
-def _base64_field(item: Any, key: str, formats: str) -> bytes:
-    """`{key: "<base64>"}` (or the bare string) decoded, or HTTP 400 saying what was expected."""
-    data = item.get(key) if isinstance(item, dict) else item
-    if not isinstance(data, str):
-        raise HTTPException(400, f"{key} models take {{'{key}': '<base64 {formats}>'}} items")
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise HTTPException(400, f"'{key}' is not valid base64") from None
-
-
-def _parse_item(item: Any, loaded: Any, tokenizer: Any, budget: _Budget) -> torch.Tensor:
-    """One request item -> a (1, ...) input tensor, or HTTP 4xx saying what was expected."""
-    info = loaded.info
-    kind = info.input_kind
-    if kind == "interactions":
-        from ember.recommend.topk import interaction_input
-
-        try:
-            return interaction_input(item, info)
-        except EmberError as exc:
-            raise HTTPException(400, str(exc)) from None
-    if kind == "audio":  # {"audio": "<base64 WAV or FLAC>"}
-        raw = _base64_field(item, "audio", "WAV or FLAC")
-        from ember.data.audio import clip_input
-
-        try:
-            return clip_input(io.BytesIO(raw), info, name="upload")
-        except EmberError as exc:
-            raise HTTPException(400, str(exc)) from None
-    if kind == "image":
-        raw = _base64_field(item, "image", "PNG or JPEG")
-        pixels = _image_pixels(raw)
-        budget.take(pixels)
-        from ember.data.images import read_image
-
-        try:
-            return read_image(io.BytesIO(raw), info, max_pixels=budget.per_image)[None]
-        except EmberError as exc:
-            raise HTTPException(400, str(exc)) from None
-    if kind == "tokens":
-        if not isinstance(item, str):
-            raise HTTPException(400, "text models take strings")
-        from ember.inputs import encode_text
-
-        return encode_text(item, info, tokenizer)
-    if isinstance(item, dict) and kind == "tabular":
-        missing = [f for f in info.feature_names if f not in item]
-        if missing:
-            raise HTTPException(400, f"missing features {missing}; expected {list(info.feature_names)}")
-        item = [item[f] for f in info.feature_names]
-    if not isinstance(item, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item):
-        raise HTTPException(400, f"{kind} models take lists of numbers")
-    values = _numbers(item)
-    if not torch.isfinite(values).all():
-        raise HTTPException(400, "values must be finite numbers within float32 range")
-    if kind == "tabular":
-        if len(values) != info.input_shape[0]:
-            raise HTTPException(400, f"expected {info.input_shape[0]} numbers ({', '.join(info.feature_names)}), got {len(values)}")
-        mean, std = torch.tensor(info.mean), torch.tensor(info.std)
-        scaled = ((values - mean) / std)[None] if len(info.mean) else values[None]
-        if not torch.isfinite(scaled).all():  # finite but huge (3e38) overflows once standardised
-            raise HTTPException(422, "inputs: values overflow once standardised; use numbers near the training range")
-        return scaled
-    window = int(info.input_shape[0])
-    if len(values) < window:
-        raise HTTPException(400, f"expected at least {window} values, got {len(values)}")
-    from ember.inputs import series_window
-
-    return series_window(values, info)
 
 
 def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None = None, max_batch: int = 32,
@@ -273,8 +164,8 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
         schedulers.append(mount_openai(app, loaded, tokenizer, max_batch, max_pending))
         app.state.scheduler = schedulers[0]
 
-    def budget() -> _Budget:
-        return _Budget(max_image_pixels, max_request_pixels)
+    def budget() -> PixelBudget:
+        return PixelBudget(max_image_pixels, max_request_pixels)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
@@ -326,7 +217,7 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
         # Decoding is CPU work: off the event loop, in a pool no wider than the machine, so the
         # loop thread is not starved of the GIL and /health stays fast under a burst.
         parts = await asyncio.get_running_loop().run_in_executor(
-            decoders, lambda: [_parse_item(i, loaded, tokenizer, pixels) for i in items])
+            decoders, lambda: [parse_item(i, loaded, tokenizer, pixels) for i in items])
         # Texts of different lengths run each alone, so no padding changes an answer (and a
         # language model's per-position outputs, of different lengths, are never concatenated).
         groups = [torch.cat(parts)] if len({tuple(p.shape[1:]) for p in parts}) == 1 else parts
@@ -371,7 +262,7 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
         from ember.explain import attribute
 
         def saliency() -> dict[str, Any]:
-            x = _parse_item(item, loaded, tokenizer, budget())
+            x = parse_item(item, loaded, tokenizer, budget())
             with torch.no_grad():
                 target = int(loaded.model(x).argmax(-1)[0])
             attr = attribute("saliency", loaded.model, loaded.info, x, target)
