@@ -20,6 +20,7 @@ from ember.models.cnn import CNNConfig, build_cnn
 from ember.models.common import ModelSection, count_parameters
 from ember.models.gpt import GPTConfig, build_gpt
 from ember.models.hf_encoder import HFEncoderConfig, build_hf_encoder
+from ember.models.llama import LlamaConfig, build_llama
 from ember.models.mlp import MLPConfig, build_mlp
 from ember.models.mobilenet import MobileNetV2Config, build_mobilenet_v2
 from ember.models.recommender import MFConfig, TwoTowerConfig, build_mf, build_two_tower
@@ -39,7 +40,7 @@ class ObjectModelConfig(ModelSection):
 
 
 ModelConfig = Annotated[
-    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig | ObjectModelConfig
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | LlamaConfig | HFEncoderConfig | ObjectModelConfig
     | MFConfig | TwoTowerConfig | MobileNetV2Config,
     Field(discriminator="name"),
 ]
@@ -50,6 +51,7 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "rnn": build_rnn,
     "transformer": build_transformer,
     "gpt": build_gpt,
+    "llama": build_llama,
     "hf_encoder": build_hf_encoder,
     "mf": build_mf,
     "two_tower": build_two_tower,
