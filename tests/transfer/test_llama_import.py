@@ -13,12 +13,6 @@ import ember  # noqa: E402
 from ember.cli import main  # noqa: E402
 from ember.generation import generate  # noqa: E402
 from ember.plan import plan  # noqa: E402
-from tests.transfer.helpers import tiny_llama  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def llama_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_llama(tmp_path_factory.mktemp("llama") / "hf")
 
 
 @pytest.fixture(scope="session")
