@@ -78,3 +78,31 @@ def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_continuous_batching_gives_each_request_its_solo_greedy_tokens(llama_run: Path) -> None:
+    import asyncio
+
+    from ember.data.tokenizer import tokenizer_from
+    from ember.serve.continuous import GenRequest, Scheduler
+
+    model, tok = ember.load_run(llama_run).model.eval(), tokenizer_from(str(llama_run))
+    prompts = [[5, 9, 30, 41, 7, 100, 3], [12, 200]]
+    solo = [[int(t) for t in model.generate(torch.tensor([p]), 8, temperature=0.0)] for p in prompts]
+
+    async def both() -> list[list[int]]:
+        sched = Scheduler(model, tok, model.vocab_size, 32, max_batch=2)
+        sched.start()
+        loop = asyncio.get_running_loop()
+        reqs = [GenRequest(list(p), 8, 0.0, loop=loop) for p in prompts]
+        try:
+            for r in reqs:
+                sched.submit(r)
+            for r in reqs:
+                while (await asyncio.wait_for(r.events.get(), 60))[0] != "done":
+                    pass
+        finally:
+            sched.stop()
+        return [r.completion_ids for r in reqs]
+
+    assert asyncio.run(both()) == solo

@@ -116,10 +116,10 @@ class Attention(nn.Module):
                 cache.k[layer][:, :, start:start + t] = k
                 cache.v[layer][:, :, start:start + t] = v
                 k, v = cache.k[layer][:, :, : start + t], cache.v[layer][:, :, : start + t]  # (B, Hkv, start+T, hd)
-            mask = None  # None: causal from position 0, or one query that sees every key
-            if self.keep_attention or (start > 0 and t > 1):  # query i (at start+i) sees keys 0..start+i
+            mask = None  # None: causal from position 0
+            if self.keep_attention or start > 0:  # query i (at start+i) sees keys 0..start+i
                 mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = self._attend(q, k, v, mask, causal=start == 0 and t > 1)
+            y = self._attend(q, k, v, mask, causal=mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_head * self.head_dim))  # (B, T, C)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
