@@ -62,7 +62,7 @@ def test_run_works_with_generate_plan_serve_and_chat_template(llama_run: Path) -
 
 def test_tiny_llama_trains_on_stdlib_text_with_lora(tmp_path: Path) -> None:
     over = ["model.name=llama", "model.n_layer=2", "model.n_embd=32", "model.n_head=4", "model.n_kv_head=2",
-            "model.tie_embeddings=false", "data.block_size=32", "data.max_chars=120000", "train.max_steps=3",
+            "model.tie_embeddings=false", "data.block_size=32", "data.max_chars=120000", "data.limit=128", "train.max_steps=3",
             "train.epochs=1", f"log.runs_dir={tmp_path}", "log.report=false",
             "model.lora.targets=['layers.*.self_attn.q_proj','layers.*.self_attn.v_proj']"]
     run = ember.train("stdlib-char-gpt", over, verbose=False)
