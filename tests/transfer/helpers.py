@@ -85,3 +85,35 @@ def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
             (notes / f"note{i}.txt").write_text(_TEXT.replace("path", f"path{i}"))
         return [*tiny, f"model.init_from={base.path}", f"data.tokenizer_from={base.path}", f"data.paths=[{notes}]"]
     return []
+
+
+def tiny_llama(folder: Path, tie: bool = False) -> Path:
+    """A 2-layer Llama (random weights, 4 heads sharing 2 KV heads) with a byte-level BPE tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if (folder / "config.json").is_file():
+        return folder
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([_TEXT], trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                         special_tokens=["<|endoftext|>"],
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
+    (folder / "tokenizer_config.json").write_text(f'{{"chat_template": {template!r}}}'.replace("'", '"'))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rope_theta=5000.0, rms_norm_eps=1e-5, tie_word_embeddings=tie,
+                      bos_token_id=0, eos_token_id=0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # RMSNorm weights start at 1: perturb them so the mapping is really tested
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder

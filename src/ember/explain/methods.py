@@ -74,7 +74,7 @@ def forward_fn(model: nn.Module, info: DataInfo) -> Callable[[Tensor], Tensor]:
 
 
 def embedding_layer(model: nn.Module) -> nn.Module:
-    for name in ("wte", "embed"):
+    for name in ("wte", "embed_tokens", "embed"):  # GPT, Llama, the transformer classifier
         layer = getattr(model, name, None)
         if isinstance(layer, nn.Embedding):
             return layer

@@ -21,6 +21,7 @@ from ember.models.common import ModelSection, count_parameters
 from ember.models.efficientnet import EfficientNetLite0Config, build_efficientnet_lite0
 from ember.models.gpt import GPTConfig, build_gpt
 from ember.models.hf_encoder import HFEncoderConfig, build_hf_encoder
+from ember.models.llama import LlamaConfig, build_llama
 from ember.models.mlp import MLPConfig, build_mlp
 from ember.models.mobilenet import MobileNetV2Config, build_mobilenet_v2
 from ember.models.recommender import MFConfig, TwoTowerConfig, build_mf, build_two_tower
@@ -40,8 +41,8 @@ class ObjectModelConfig(ModelSection):
 
 
 ModelConfig = Annotated[
-    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | HFEncoderConfig | ObjectModelConfig
-    | MFConfig | TwoTowerConfig | MobileNetV2Config | EfficientNetLite0Config,
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | GPTConfig | LlamaConfig | HFEncoderConfig
+    | ObjectModelConfig | MFConfig | TwoTowerConfig | MobileNetV2Config | EfficientNetLite0Config,
     Field(discriminator="name"),
 ]
 
@@ -51,6 +52,7 @@ MODELS: dict[str, Callable[[Any, DataInfo], nn.Module]] = {
     "rnn": build_rnn,
     "transformer": build_transformer,
     "gpt": build_gpt,
+    "llama": build_llama,
     "hf_encoder": build_hf_encoder,
     "mf": build_mf,
     "two_tower": build_two_tower,
