@@ -88,7 +88,7 @@ def _assert_user_error(proc, *needles: str) -> None:  # noqa: ANN001
     [
         (["train", "digits-cn"], ["unknown recipe 'digits-cn'", "did you mean 'digits-cnn'"]),
         (["train", "train.epoch=2"], ["train.epoch: unknown key", "did you mean 'epochs'"]),
-        (["train", "model.name=resnet"], ["model.name: unknown model 'resnet'", "valid: cnn, gpt, hf_encoder, mf, mlp, mobilenet_v2, rnn, transformer, two_tower"]),
+        (["train", "model.name=resnet"], ["model.name: unknown model 'resnet'", "valid: cnn, efficientnet_lite0, gpt, hf_encoder, llama, mf, mlp, mobilenet_v2, rnn, transformer, two_tower"]),
         (["train", "data.name=mnistt"], ["data.name: unknown dataset 'mnistt'", "did you mean 'mnist'"]),
         (["train", "data.batch_size=0"], ["data.batch_size: got 0"]),
         (["train", "mnist-cnn", "data.root=/nonexistent", "data.installed=false"], ["download"]),
