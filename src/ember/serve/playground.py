@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["playground_html"]
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2rem auto;color:#222}
-figure{margin:0}figcaption{font-size:.9rem;color:#555}#saliency{background:#111}
+figure{margin:0;width:282px}figcaption{font-size:.9rem;color:#555;min-height:2.4em}
 canvas{border:1px solid #888;background:#000;touch-action:none}button{margin:.3rem .3rem 0 0;padding:.4rem .9rem}
 textarea,input{font-family:monospace}#result{margin-top:1rem}.bar{background:#4a7;height:.9rem;display:inline-block}
 table td{padding:.1rem .5rem}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem}"""
@@ -24,7 +24,7 @@ function show(pred){
   // Class names come from the run folder (untrusted): textContent only, never innerHTML.
   const box=document.getElementById('result');box.replaceChildren();
   if(pred.label!==undefined){
-    box.append(el('h3','probabilities'));const h=el('h2',String(pred.label));h.id='label';box.append(h);
+    box.append(el('h3','prediction'));const h=el('h2',String(pred.label));h.id='label';box.append(h,el('h3','probabilities'));
     const t=el('table');
     for(const [n,p] of Object.entries(pred.probabilities).sort((a,b)=>b[1]-a[1]).slice(0,10)){
       const tr=el('tr'),a=el('td',n),b=el('td'),bar=el('span');bar.className='bar';bar.style.width=Math.round(p*200)+'px';
@@ -50,7 +50,7 @@ if(KIND==='image'){
   function seen(png){
     const im=new Image();im.onload=()=>{const v=document.getElementById('seen'),q=v.getContext('2d');
       q.imageSmoothingEnabled=false;q.clearRect(0,0,v.width,v.height);q.drawImage(im,0,0,v.width,v.height);
-      document.getElementById('seen-size').textContent=`${im.width}\u00d7${im.height} input, shown \u00d7${Math.round(v.width/im.width)}`;
+      document.getElementById('seen-size').textContent=`(${im.width}\u00d7${im.height} input, shown \u00d7${Math.round(v.width/im.width)})`;
       v.dataset.ready='1';};
     im.src='data:image/png;base64,'+png;
   }
