@@ -115,7 +115,7 @@ def test_explain_returns_the_tensor_the_model_was_given(mnist_run: Path) -> None
 
 @needs_chromium
 def test_ten_hand_drawn_digits_are_read(mnist_run: Path, browser: Any) -> None:
-    page = browser.new_page(viewport={"width": 960, "height": 1000})
+    page = browser.new_page(viewport={"width": 1000, "height": 1000})
     read: dict[str, str] = {}
     shots = ARTIFACTS / "playground-digits"
     shots.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def test_class_names_from_the_run_folder_are_shown_as_text(mnist_run: Path, brow
     info = json.loads((planted / "data_info.json").read_text())
     (planted / "data_info.json").write_text(json.dumps({**info, "class_names": XSS}))
     dialogs: list[str] = []
-    page = browser.new_page(viewport={"width": 960, "height": 1000})
+    page = browser.new_page(viewport={"width": 1000, "height": 1000})
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     with serving(create_app(planted)) as port:
         page.goto(f"http://127.0.0.1:{port}/")
