@@ -58,6 +58,7 @@ def test_endpoints_and_predict(runs: dict[str, Path]) -> None:
         sal = client.post("/v1/explain", json={"inputs": {"image": img}}).json()
         assert sal["label"] == one[0]["label"] and np.asarray(sal["saliency"]).shape == (8, 8)
         assert np.asarray(sal["saliency"]).max() == 1.0
+        assert Image.open(io.BytesIO(base64.b64decode(sal["input"]))).size == (8, 8)  # what the model saw
         assert client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
         assert client.post("/v1/generate", json={"prompt": "x"}).status_code == 400
         text = client.get("/metrics").text

@@ -16,8 +16,8 @@ from ember.data.config import AugmentConfig
 from ember.data.randomness import uniform
 from ember.errors import DataError
 
-__all__ = ["channel_stats", "normalize", "make_augment", "read_image", "decode_image", "IMAGE_SUFFIXES",
-           "MAX_IMAGE_PIXELS"]
+__all__ = ["channel_stats", "normalize", "denormalize", "display_png", "make_augment", "read_image",
+           "decode_image", "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Pillow's own bomb threshold (about 9459 x 9459): larger images are refused before decoding.
@@ -65,6 +65,28 @@ def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Ten
     m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+def denormalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """The inverse of `normalize`, clamped to [0, 1]: a (N, C, H, W) model input as pixels again."""
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x * s + m).clamp(0.0, 1.0)
+
+
+def display_png(x: Tensor, info: DataInfo) -> str:
+    """A (1, C, H, W) model input, de-normalised, as a base64 PNG at its own size (what the model sees)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    pixels = denormalize(x.detach().float().cpu(), info.mean, info.std)[0]  # (C, H, W)
+    arr = (pixels * 255).round().to(torch.uint8).numpy()
+    img = Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def make_augment(cfg: AugmentConfig, seed: int) -> Augment | None:

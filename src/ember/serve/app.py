@@ -255,10 +255,12 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
 
     @app.post("/v1/explain", responses=ERRORS)
     async def explain(body: PredictRequest) -> dict[str, Any]:
-        """Saliency (|d score / d pixel|) for one image, toward the predicted class."""
+        """Saliency (|d score / d pixel|) for one image, toward the predicted class, and the input
+        tensor the model was given (de-normalised, as a PNG at the model's input size)."""
         if loaded.info.input_kind != "image" or runtime != "torch":
             raise HTTPException(400, "explain serves saliency for image models with --runtime torch")
         item = body.inputs[0] if isinstance(body.inputs, list) and body.inputs else body.inputs
+        from ember.data.images import display_png
         from ember.explain import attribute
 
         def saliency() -> dict[str, Any]:
@@ -268,7 +270,8 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
             attr = attribute("saliency", loaded.model, loaded.info, x, target)
             peak = float(attr.values.max()) or 1.0
             label = loaded.info.class_names[target] if loaded.info.class_names else str(target)
-            return {"label": label, "saliency": (attr.values / peak).round(4).tolist()}
+            return {"label": label, "saliency": (attr.values / peak).round(4).tolist(),
+                    "input": display_png(x, loaded.info)}
 
         return await run_in_threadpool(saliency)
 

@@ -10,7 +10,8 @@ from typing import Any
 
 __all__ = ["playground_html"]
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:760px;margin:2rem auto;color:#222}
+_CSS = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2rem auto;color:#222}
+figure{margin:0;width:282px}figcaption{font-size:.9rem;color:#555;min-height:2.4em}
 canvas{border:1px solid #888;background:#000;touch-action:none}button{margin:.3rem .3rem 0 0;padding:.4rem .9rem}
 textarea,input{font-family:monospace}#result{margin-top:1rem}.bar{background:#4a7;height:.9rem;display:inline-block}
 table td{padding:.1rem .5rem}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem}"""
@@ -23,7 +24,7 @@ function show(pred){
   // Class names come from the run folder (untrusted): textContent only, never innerHTML.
   const box=document.getElementById('result');box.replaceChildren();
   if(pred.label!==undefined){
-    box.append(el('h3','probabilities'));const h=el('h2',String(pred.label));h.id='label';box.append(h);
+    box.append(el('h3','prediction'));const h=el('h2',String(pred.label));h.id='label';box.append(h,el('h3','probabilities'));
     const t=el('table');
     for(const [n,p] of Object.entries(pred.probabilities).sort((a,b)=>b[1]-a[1]).slice(0,10)){
       const tr=el('tr'),a=el('td',n),b=el('td'),bar=el('span');bar.className='bar';bar.style.width=Math.round(p*200)+'px';
@@ -44,10 +45,21 @@ if(KIND==='image'){
   c.onpointermove=e=>{if(!down)return;const[x,y]=pos(e);g.lineTo(x,y);g.stroke();};
   window.onpointerup=()=>{down=false;};
   document.getElementById('clear').onclick=()=>{g.fillStyle='#000';g.fillRect(0,0,c.width,c.height);};
+  // The server sends the very tensor it fed the model (de-normalised, at the model's input size):
+  // shown upscaled with nearest-neighbour so every input pixel is a visible square.
+  function seen(png){
+    const im=new Image();im.onload=()=>{const v=document.getElementById('seen'),q=v.getContext('2d');
+      q.imageSmoothingEnabled=false;q.clearRect(0,0,v.width,v.height);q.drawImage(im,0,0,v.width,v.height);
+      document.getElementById('seen-size').textContent=`(${im.width}\u00d7${im.height} input, shown \u00d7${Math.round(v.width/im.width)})`;
+      v.dataset.ready='1';};
+    im.src='data:image/png;base64,'+png;
+  }
   async function withSaliency(item){
     await predict(item);
     const r=await fetch('/v1/explain',{method:'POST',headers:headers(),body:JSON.stringify({inputs:item})});
-    if(!r.ok)return;const s=(await r.json()).saliency;const o=document.getElementById('saliency'),q=o.getContext('2d');
+    if(!r.ok)return;const body=await r.json(),s=body.saliency;
+    if(body.input)seen(body.input);
+    const o=document.getElementById('saliency'),q=o.getContext('2d');
     const h=s.length,w=s[0].length,cw=o.width/w,ch=o.height/h;q.clearRect(0,0,o.width,o.height);
     for(let i=0;i<h;i++)for(let j=0;j<w;j++){q.fillStyle=`rgba(255,40,40,${s[i][j].toFixed(3)})`;q.fillRect(j*cw,i*ch,cw,ch);}
     o.dataset.ready='1';
@@ -82,7 +94,10 @@ def playground_html(info: Any, run_name: str) -> str:
         controls = ('<p>Draw a digit (white on black) or upload an image.</p>'
                     '<div style="display:flex;gap:1rem"><figure><figcaption>your drawing</figcaption>'
                     '<canvas id="pad" width="280" height="280"></canvas></figure>'
-                    '<figure><figcaption>saliency</figcaption>'
+                    '<figure><figcaption>what the model sees <span id="seen-size"></span></figcaption>'
+                    '<canvas id="seen" width="280" height="280" title="the input tensor the model was given">'
+                    '</canvas></figure>'
+                    '<figure><figcaption>saliency (where the answer is sensitive)</figcaption>'
                     '<canvas id="saliency" width="280" height="280" title="saliency"></canvas></figure></div>'
                     '<button id="send">Predict</button><button id="clear">Clear</button>'
                     '<input type="file" id="file" accept="image/*">')
