@@ -202,7 +202,7 @@ def test_check_student_rejects_wrong_families(gpt_teacher: LoadedRun) -> None:
     with pytest.raises(ConfigError, match=r"'transformer' is an encoder classifier"):
         check_student({"name": "transformer"}, lm, lm_info)
     # An MLP builds on token windows but is no LM: caught by running it, valid families named.
-    with pytest.raises(ConfigError, match=r"'mlp' student cannot run .* valid: gpt, rnn"):
+    with pytest.raises(ConfigError, match=r"'mlp' student cannot run .* valid: gpt, llama, rnn"):
         check_student({"name": "mlp"}, lm, lm_info)
 
 
