@@ -14,8 +14,9 @@ from typing import Any
 
 from ember.chat_format import fallback_stops, find_chat_template, format_chat
 from ember.errors import ConfigError
-from ember.loading import load_run, load_tokenizer
-from ember.models.sampling import check_sampling, generate_text
+from ember.generation import load_lm_run
+from ember.loading import load_tokenizer
+from ember.models.sampling import generate_text
 
 __all__ = ["ChatSession", "chat", "chat_stream"]
 
@@ -39,12 +40,8 @@ class ChatSession:
                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                  seed: int = 0, stop: list[str] | None = None) -> None:
-        if max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens: got {max_new_tokens}; must be >= 1")
-        check_sampling(temperature, top_k, top_p, repetition_penalty, presence_penalty, frequency_penalty)
-        loaded = load_run(run_dir)
-        if loaded.info.task != "lm":
-            raise ConfigError(f"chat needs a language-model run; '{loaded.run.path}' is a {loaded.info.task} run")
+        loaded = load_lm_run(run_dir, "chat", max_new_tokens, temperature, top_k, top_p, repetition_penalty,
+                             presence_penalty, frequency_penalty)
         self.loaded = loaded
         self.tok = load_tokenizer(loaded.run.path)
         self.template = find_chat_template(loaded.run.path)
