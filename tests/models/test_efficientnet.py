@@ -36,16 +36,6 @@ FASHION = DataInfo("classification", "image", (1, 28, 28), 10, mean=(0.286,), st
 
 
 @pytest.fixture(scope="module")
-def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("xdg-cache-lite0")
-
-
-@pytest.fixture(autouse=True)
-def _own_cache(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))  # never the user's ~/.cache
-
-
-@pytest.fixture(scope="module")
 def raw_state() -> dict[str, torch.Tensor]:
     return torch.load(pretrained.packaged_weights("efficientnet_lite0", "test"), map_location="cpu",
                       weights_only=True)

@@ -32,16 +32,6 @@ TINY = ["model.name=mobilenet_v2", "model.input_size=32", "data.per_class=3", "d
 
 
 @pytest.fixture(scope="session")
-def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("xdg-cache")
-
-
-@pytest.fixture(autouse=True)
-def _own_cache(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))  # never the user's ~/.cache
-
-
-@pytest.fixture(scope="session")
 def raw_state() -> dict[str, torch.Tensor]:
     path = pretrained.packaged_weights("mobilenet_v2", "test")
     return torch.load(path, map_location="cpu", weights_only=True)
