@@ -19,8 +19,8 @@ from ember.cli_args import unescape
 def test_stop_escapes_are_interpreted(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     seen: list[object] = []
 
-    def fake_generate(run_dir: object, prompt: str, *args: object) -> list[str]:
-        seen.append(args[-1])
+    def fake_generate(run_dir: object, prompt: str, **settings: object) -> list[str]:
+        seen.append(settings["stop"])
         return ["x"]
 
     monkeypatch.setattr(ember.generation, "generate", fake_generate)

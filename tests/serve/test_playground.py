@@ -45,7 +45,7 @@ def mnist_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run.path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # sync_playwright holds an event loop open: later asyncio.run calls would fail
 def browser() -> Iterator[Any]:
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
