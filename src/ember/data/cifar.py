@@ -12,7 +12,7 @@ from ember.data.bundle import ArrayDataset, DataBundle, DataInfo
 from ember.data.config import Cifar10Config
 from ember.data.download import download, sha256_file
 from ember.data.images import channel_stats, make_augment, normalize
-from ember.data.splits import carve_validation
+from ember.data.splits import carve_validation, subsample
 from ember.errors import DataError
 
 __all__ = ["read_cifar_batch", "load_cifar10", "URL", "SHA256"]
@@ -67,8 +67,7 @@ def load_cifar10(cfg: Cifar10Config, seed: int) -> DataBundle:
     y_np = np.concatenate([p[1] for p in parts])
     xt_np, yt_np = read_cifar_batch(test_path)
     tr, va = carve_validation(y_np, cfg.val_fraction, seed)
-    if cfg.limit is not None:
-        tr = tr[: cfg.limit]
+    tr = subsample(tr, cfg.limit, seed)
     x = torch.from_numpy(x_np.astype(np.float32) / 255.0)
     xt = torch.from_numpy(xt_np.astype(np.float32) / 255.0)
     mean, std = channel_stats(x[torch.from_numpy(tr)])

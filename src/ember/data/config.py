@@ -47,7 +47,8 @@ class BaseDataConfig(Section):
     test_fraction: float = Field(0.15, ge=0, lt=1)
     shuffle: bool = True
     drop_last: bool = False
-    limit: int | None = Field(None, ge=1, description="keep at most this many training samples")
+    limit: int | None = Field(None, ge=1, description="keep at most this many training samples "
+                                "(a seeded random subset)")
     workers: int = Field(0, ge=0, le=64, description="worker processes that build training batches "
                          "(0: in the training process); the weights are the same for any value")
     prefetch: int = Field(2, ge=1, le=64, description="optimizer steps each worker prepares ahead")

@@ -19,7 +19,7 @@ from ember.data.config import IdxImagesConfig
 from ember.data.download import download, sha256_file
 from ember.data.images import channel_stats, make_augment, normalize
 from ember.data.packaged import find_package_file
-from ember.data.splits import carve_validation
+from ember.data.splits import carve_validation, subsample
 from ember.errors import DataError
 
 __all__ = ["read_idx", "load_idx_images", "MIRRORS", "SHA256", "SYSTEM_DIRS", "INSTALL"]
@@ -153,8 +153,7 @@ def load_idx_images(cfg: IdxImagesConfig, seed: int) -> DataBundle:
         order = np.random.default_rng(seed).permutation(tr)
         labels = arrays["train_y"][order]
         tr = np.sort(np.concatenate([order[labels == c][: cfg.per_class] for c in range(10)]))
-    if cfg.limit is not None:
-        tr = tr[: cfg.limit]
+    tr = subsample(tr, cfg.limit, seed)
     mean, std = channel_stats(x_all[tr])
     x_test = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255.0)[:, None]
     y_test = torch.from_numpy(arrays["test_y"].astype(np.int64))

