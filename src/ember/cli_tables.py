@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ember.errors import RunError
-from ember.formatting import format_cell
+from ember.formatting import format_cell, format_rate
 from ember.runs import Run, Study, read_json_object
 
 __all__ = ["print_summary", "print_metrics", "print_runs", "print_studies", "scalar_metrics",
@@ -36,7 +36,7 @@ def print_summary(summary: dict[str, Any], run: Run) -> None:
     console.print(table)
     console.print(
         f"params {summary['params']:,} | steps {summary['steps']} | train {summary['train_time_s']:.1f}s | "
-        f"{summary['samples_per_s']:,.0f} samples/s | wall {summary['wall_time_s']:.1f}s"
+        f"{format_rate(summary['samples_per_s'])} samples/s | wall {summary['wall_time_s']:.1f}s"
     )
     console.print(f"run: {run.path}")
 

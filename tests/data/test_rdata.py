@@ -11,7 +11,7 @@ import pytest
 
 from ember.data import build
 from ember.data.rdata import RVector, read_lazyload, unserialize
-from ember.data.text import AUSTEN_DIRS
+from ember.data.text import AUSTEN_BOOKS, AUSTEN_DIRS
 from ember.data.text_config import AustenConfig
 from ember.errors import DataError
 
@@ -81,16 +81,25 @@ def test_lazyload_round_trip_and_bad_files(tmp_path: Path) -> None:
         unserialize(_serialize(_i(16) + _i(2**31 - 1)))
 
 
+def tiny_austen(folder: Path, lines: int = 400) -> Path:
+    """Six tiny "novels" in an R lazy-load database, as janeaustenr's data folder holds them."""
+    _write_lazyload(folder, {name: _serialize(_strs([f"{name.upper()} line {i}" for i in range(lines)]))
+                             for name in AUSTEN_BOOKS})
+    return folder
+
+
 def test_austen_corpus_splits_by_book(tmp_path: Path) -> None:
-    books = {name: _serialize(_strs([f"{name.upper()} line {i}" for i in range(400)]))
-             for name in ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey",
-                          "persuasion")}
-    _write_lazyload(tmp_path / "data", books)
-    bundle = build(AustenConfig(root=tmp_path / "data", block_size=32, token_cache=tmp_path / "tok",
+    bundle = build(AustenConfig(root=tiny_austen(tmp_path / "data"), block_size=32, token_cache=tmp_path / "tok",
                                 val_fraction=0.15, test_fraction=0.15), 0)
     parts = bundle.info.extra["split_files"]
-    assert sorted(sum(parts.values(), [])) == sorted(books) and parts["test"] and parts["val"]
+    assert sorted(sum(parts.values(), [])) == sorted(AUSTEN_BOOKS) and parts["test"] and parts["val"]
     assert len(bundle.train) > 0 and bundle.info.task == "lm"
+    test_windows = len(bundle.test)
+    few = build(AustenConfig(root=tmp_path / "data", block_size=32, token_cache=tmp_path / "tok",
+                             val_fraction=0.15, test_fraction=0.15, eval_limit=3), 0)
+    assert len(few.test) == 3 < test_windows and len(few.train) == len(bundle.train)
+    # spread over the whole held-out text: the first, a middle and the last window
+    assert few.test.rows.tolist() == [0, round((test_windows - 1) / 2), test_windows - 1]
 
 
 def test_austen_missing_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,6 +84,16 @@ def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
         for i in range(10):
             (notes / f"note{i}.txt").write_text(_TEXT.replace("path", f"path{i}"))
         return [*tiny, f"model.init_from={base.path}", f"data.tokenizer_from={base.path}", f"data.paths=[{notes}]"]
+    if recipe == "smollm2-lora-austen":  # a tiny imported Llama and six tiny "novels"
+        from ember.cli import main
+        from tests.data.test_rdata import tiny_austen
+
+        base = tmp_path / "llama-run"
+        assert main(["import", str(tiny_llama(tmp_path / "llama-hf")), "--out", str(base)]) == 0
+        sizes = ["model.n_layer=2", "model.n_head=4", "model.n_kv_head=2", "model.n_embd=64",
+                 "model.intermediate_size=96", "model.block_size=64", "model.rope_theta=5000.0"]
+        return [*sizes, f"model.init_from={base}", f"data.tokenizer_from={base}", "data.block_size=32",
+                f"data.root={tiny_austen(tmp_path / 'austen')}", f"data.token_cache={tmp_path / 'tokens'}"]
     return []
 
 

@@ -112,7 +112,8 @@ def _lm_bundle(cfg: StdlibTextConfig | TextFilesConfig | AustenConfig, corpus_sh
         fit = reuse
 
     tok, files, facts = build_token_files(cfg.token_cache or default_cache(), corpus_sha, settings, fit, pieces)
-    splits = {s: TokenWindows(files[s], cfg.block_size, cfg.limit if s == "train" else None) for s in SPLITS}
+    splits = {s: TokenWindows(files[s], cfg.block_size, cfg.limit if s == "train" else cfg.eval_limit,
+                              spread=s != "train") for s in SPLITS}
     chars = facts["chars"]
     for name, fraction in (("train", 1.0), ("val", cfg.val_fraction), ("test", cfg.test_fraction)):
         if fraction > 0 and len(splits[name]) == 0:

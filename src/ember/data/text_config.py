@@ -27,6 +27,9 @@ class _CorpusMixin(_TokensMixin):
                                      "(default ~/.cache/ember/tokens)")
     bpe_sample_chars: int = Field(20_000_000, ge=10_000, description="characters of the training "
                                   "text the BPE tokenizer is fitted on (spread evenly over it)")
+    eval_limit: int | None = Field(None, ge=1, description="score at most this many windows of the "
+                                   "validation and test text (spread evenly over it); a large model's "
+                                   "full pass over a held-out book takes minutes")
 
 
 class StdlibTextConfig(_CorpusMixin):

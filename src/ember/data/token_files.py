@@ -70,11 +70,12 @@ class TokenWindows(ItemDataset):
     being read is in memory (the file is memory-mapped, opened once per process).
     """
 
-    def __init__(self, file: TokenFile, block_size: int, limit: int | None = None) -> None:
+    def __init__(self, file: TokenFile, block_size: int, limit: int | None = None, spread: bool = False) -> None:
         n = max((file.count - 1) // block_size, 0)
-        if limit is not None:
-            n = min(n, limit)
-        super().__init__(torch.arange(n))
+        windows = torch.arange(n)
+        if limit is not None and limit < n:  # the first `limit` windows, or `limit` spread evenly over all
+            windows = torch.linspace(0, n - 1, limit).round().long() if spread else windows[:limit]
+        super().__init__(windows)
         self.file = file
         self.block_size = block_size
         self._ids: np.ndarray | None = None

@@ -16,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ember.formatting import format_rate
+
 __all__ = ["Reporter"]
 
 
@@ -59,10 +61,10 @@ class Reporter:
             if loss is not None:
                 fields["loss"] = f"{loss:.4f}"
             if samples_per_s is not None:
-                fields["sps"] = f"{samples_per_s:,.0f}"
+                fields["sps"] = format_rate(samples_per_s)
             self._progress.update(self._task, completed=step, **fields)
         elif loss is not None:
-            sps = f"{samples_per_s:,.0f}" if samples_per_s is not None else "-"
+            sps = format_rate(samples_per_s) if samples_per_s is not None else "-"
             print(f"[ember] step {step}/{total} loss {loss:.4f} lr {lr:.3g} {sps} samples/s", flush=True)
 
     def message(self, text: str) -> None:

@@ -296,11 +296,13 @@ def write_summary(cfg: ExperimentConfig, run: Run, model: nn.Module, bundle: Dat
         summary["plugins"] = {k: v.model_dump() for k, v in cfg.plugins.items()}
     for split in ("train", "val", "test"):
         dataset = bundle.split(split)
-        if split == "train" and len(dataset) > TRAIN_EVAL_CAP:
-            # Train metrics are a sanity check against val/test: a fixed subset is enough, and
-            # a whole LM corpus would take longer to score than to train on.
-            dataset = dataset.subset(torch.arange(TRAIN_EVAL_CAP))
-            summary["train_metrics_on"] = TRAIN_EVAL_CAP
+        # Train metrics are a sanity check against val/test: a fixed subset is enough, and a
+        # whole LM corpus would take longer to score than to train on (data.eval_limit, where a
+        # source has one, caps it like the held-out splits).
+        cap = min(TRAIN_EVAL_CAP, getattr(cfg.data, "eval_limit", None) or TRAIN_EVAL_CAP)
+        if split == "train" and len(dataset) > cap:
+            dataset = dataset.subset(torch.arange(cap))
+            summary["train_metrics_on"] = cap
         metrics = evaluate_split(model, dataset, task, device, cfg.data.eval_batch_size, cfg.train.precision)
         if metrics:
             summary[split] = metrics
