@@ -82,10 +82,12 @@ def prepare(cfg: ExperimentConfig, local_rank: int = 0,
 
 
 def write_data_files(run: Run, bundle: DataBundle) -> None:
-    """`data_info.json` (and `tokenizer.json` for text): what rebuilding the model needs."""
+    """`data_info.json` (and `tokenizer.json` for text, `chat_template.jinja` for conversations)."""
     atomic_write_text(run.data_info, bundle.info.to_json())
     if bundle.tokenizer is not None:
         atomic_write_text(run.tokenizer, bundle.tokenizer.to_json())
+    if bundle.chat_template is not None:  # `ember chat` on this run formats prompts as it was trained
+        atomic_write_text(run.chat_template, bundle.chat_template)
 
 
 def config_for(recipe: str | ExperimentConfig | None, overrides: list[str] | None,
