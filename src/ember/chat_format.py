@@ -6,6 +6,7 @@ FastAPI (jinja2 only when a template is rendered).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -31,16 +32,22 @@ def render_chat(messages: list[dict[str, Any]], template: str, add_generation_pr
     Raises:
         ValueError: the template raised (its `raise_exception`), or did not render.
     """
+    return _compiled(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                      bos_token=bos, eos_token=eos)
+
+
+def _raise_exception(message: str) -> None:
+    raise ValueError(message)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Any:
+    """The template compiled once (a data set renders it several times per conversation)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
-
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos, eos_token=eos)
+    env.globals["raise_exception"] = _raise_exception
+    return env.from_string(template)
 
 
 def format_chat(messages: list[dict[str, Any]], template: str | None, bos: str = "", eos: str = "") -> str:
