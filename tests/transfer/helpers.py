@@ -89,7 +89,7 @@ def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
 
         base = tiny_chat_llama(tmp_path / "chat-base")
         data = tmp_path / "chat.jsonl"
-        data.write_text("".join(json.dumps(c) + "\n" for c in chat_lines(20)))
+        data.write_text("".join(json.dumps(c) + "\n" for c in chat_lines(40)))
         return [*TINY_CHAT_LLAMA, f"model.init_from={base}", f"data.tokenizer_from={base}", f"data.paths=[{data}]"]
     return []
 
@@ -132,7 +132,8 @@ CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role']
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 # The tiny chat Llama's sizes, as overrides of the smollm2-chat-lora recipe.
 TINY_CHAT_LLAMA = ["model.n_layer=2", "model.n_head=4", "model.n_kv_head=2", "model.n_embd=32",
-                   "model.intermediate_size=64", "model.block_size=128", "model.tie_embeddings=true"]
+                   "model.intermediate_size=64", "model.block_size=128", "model.tie_embeddings=true",
+                   "data.max_length=128"]
 
 
 def tiny_chat_llama(out: Path) -> Path:

@@ -257,7 +257,8 @@ def lm_sampler(bundle: DataBundle, seed: int, device: torch.device, prompt_token
     def sample(model: nn.Module, state: LoopState) -> dict[str, Any]:
         # Its own generator, seeded by the step: the global RNG (and so resume) is untouched.
         gen = torch.Generator(device=device.type).manual_seed(seed * 1_000_003 + state.step)
-        ids = list(generate_ids(model, prompt.to(device), new_tokens, block, vocab, 0.8, None, 0.95, gen))
+        context = min(block, int(getattr(model, "block_size", block)))  # a model set shorter than the data's rows
+        ids = list(generate_ids(model, prompt.to(device), new_tokens, context, vocab, 0.8, None, 0.95, gen))
         return {"split": "sample", "prompt": bundle.tokenizer.decode(prompt[0].tolist()),
                 "text": bundle.tokenizer.decode(ids)}
 
