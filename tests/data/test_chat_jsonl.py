@@ -140,3 +140,17 @@ def test_bad_files_are_one_line_naming_the_file_and_line(chat_base: Path, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "has no chat template" in err and err.count("\n") == 1, err
+
+
+def test_answer_segments_follow_the_prompt_chat_sends_and_refuse_other_templates() -> None:
+    from ember.chat_format import answer_segments, format_chat
+    from tests.transfer.helpers import CHATML
+
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    pieces = answer_segments(messages, CHATML)
+    assert "".join(t for t, _ in pieces[:1]) == format_chat(messages[:1], CHATML)  # the prompt `ember chat` sends
+    assert pieces[1:] == [("Hello", "answer"), ("<|im_end|>\n", "end")]
+    with pytest.raises(ValueError, match="extend the previous one"):
+        answer_segments(messages, "{{ messages | length }}")  # "0" then "1": no turn-by-turn rendering
+    with pytest.raises(ValueError, match="rewrites the text"):
+        answer_segments(messages, "{% for m in messages %}{{ m.content | upper }}{% endfor %}")
