@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ember.chat_format import fallback_stops, find_chat_template, format_chat
+from ember.chat_format import end_of_turn_ids, fallback_stops, find_chat_template, format_chat
 from ember.errors import ConfigError
 from ember.generation import load_lm_run
 from ember.loading import load_tokenizer
@@ -55,6 +55,7 @@ class ChatSession:
         eos = getattr(self.tok, "eos_token", None)
         ends = [eos] if self.template and isinstance(eos, str) and eos else []
         self.stop = [*(stop or []), *(ends if self.template else fallback_stops())]
+        self.stop_ids = end_of_turn_ids(self.template, self.tok) if self.template else set()
         self.history: list[dict[str, Any]] = []
         self.turns = 0
         self.trimmed = False  # set once the history has lost turns to the context
@@ -108,7 +109,7 @@ class ChatSession:
         prompt = self.prompt()
         loaded = self.loaded
         pieces = generate_text(loaded.model, self.tok, loaded.info, prompt, seed=self.seed + self.turns,
-                               stop=self.stop, **self.settings, **self.penalties)
+                               stop=self.stop, stop_ids=self.stop_ids, **self.settings, **self.penalties)
         self.turns += 1
         parts: list[str] = []
         try:

@@ -2,7 +2,7 @@
 
     runs/<recipe>-<YYYYmmdd-HHMMSS>/
       config.yaml  data_info.json  metrics.jsonl  summary.json  model.safetensors
-      tokenizer.json (text)  compression.json (a compressed child)
+      tokenizer.json (text)  chat_template.jinja (chat)  compression.json (a compressed child)
       checkpoints/step-NNNNNNNN/  checkpoints/latest  report.html  plots/
       explain/  export/  compression/ ...   what tools wrote; each may hold a section.html
 
@@ -163,6 +163,11 @@ class Run:
     @property
     def tokenizer(self) -> Path:
         return inside(self.path, "tokenizer.json")
+
+    @property
+    def chat_template(self) -> Path:
+        """`chat_template.jinja`: how conversations become prompts (`ember chat`, the OpenAI routes)."""
+        return inside(self.path, "chat_template.jinja")
 
     @property
     def compression(self) -> Path:

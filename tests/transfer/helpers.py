@@ -94,6 +94,13 @@ def recipe_sources(recipe: str, tmp_path: Path) -> list[str]:
                  "model.intermediate_size=96", "model.block_size=64", "model.rope_theta=5000.0"]
         return [*sizes, f"model.init_from={base}", f"data.tokenizer_from={base}", "data.block_size=32",
                 f"data.root={tiny_austen(tmp_path / 'austen')}", f"data.token_cache={tmp_path / 'tokens'}"]
+    if recipe == "smollm2-chat-lora":
+        import json
+
+        base = tiny_chat_llama(tmp_path / "chat-base")
+        data = tmp_path / "chat.jsonl"
+        data.write_text("".join(json.dumps(c) + "\n" for c in chat_lines(40)))
+        return [*TINY_CHAT_LLAMA, f"model.init_from={base}", f"data.tokenizer_from={base}", f"data.paths=[{data}]"]
     return []
 
 
@@ -127,3 +134,63 @@ def tiny_llama(folder: Path, tie: bool = False) -> Path:
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\nYou are a tiny assistant<|im_end|>\n' }}{% endif %}"
+          "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+# The tiny chat Llama's sizes, as overrides of the smollm2-chat-lora recipe.
+TINY_CHAT_LLAMA = ["model.n_layer=2", "model.n_head=4", "model.n_kv_head=2", "model.n_embd=32",
+                   "model.intermediate_size=64", "model.block_size=128", "model.tie_embeddings=true",
+                   "data.max_length=128"]
+
+
+def tiny_chat_llama(out: Path) -> Path:
+    """An Ember Llama run (random weights, 2 layers) with a BPE tokenizer and a ChatML chat template.
+
+    Written as `ember import` writes one, without transformers: <|im_start|>/<|im_end|> are
+    special tokens, as in SmolLM2.
+    """
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from ember.models.llama import Llama, LlamaConfig
+    from ember.transfer.llama_import import write_llama_run
+
+    if (out / "config.yaml").is_file():
+        return out
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = _TEXT + "What is the capital of France? Paris. Berlin, Rome, Madrid; answer country\n" * 20
+    tok.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=300, show_progress=False, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    sizes = {"name": "llama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "intermediate_size": 64,
+             "block_size": 128, "tie_embeddings": True}
+    vocab = tok.get_vocab_size()
+    torch.manual_seed(0)
+    state = Llama(LlamaConfig(**sizes), vocab, 128).state_dict()
+    # Wider (tied) embeddings, as a trained model has: the frozen head can then give confident logits.
+    state["embed_tokens.weight"] = state["embed_tokens.weight"] * 8
+    tokenizer_json = json.dumps({"kind": "bpe", "tokenizer": json.loads(tok.to_str())})
+    write_llama_run(sizes, vocab, state, tokenizer_json, CHATML, "tiny chat llama", "llama-import", out, out.parent)
+    return out
+
+
+def chat_lines(n: int) -> list[dict]:
+    """`n` small conversations: a question and an answer in a fixed format, some with a system turn."""
+    cities = ["Paris", "Berlin", "Rome", "Madrid", "Lisbon", "Vienna", "Oslo", "Athens"]
+    out = []
+    for i in range(n):
+        city = cities[i % len(cities)]
+        messages = [{"role": "user", "content": f"What is the capital number {i}?"},
+                    {"role": "assistant", "content": f"answer: {city} {i}"}]
+        if i % 3 == 0:
+            messages = [{"role": "system", "content": "Answer briefly."}, *messages,
+                        {"role": "user", "content": "And again?"}, {"role": "assistant", "content": f"again {city}"}]
+        out.append({"messages": messages})
+    return out

@@ -33,6 +33,7 @@ from ember.data.table_config import TableConfig
 from ember.data.text_config import (
     AddingConfig,
     AustenConfig,
+    ChatJsonlConfig,
     CopyConfig,
     CsvSeriesConfig,
     NewsgroupsConfig,
@@ -60,6 +61,7 @@ DataConfig = Annotated[
     | StdlibTextConfig
     | TextFilesConfig
     | AustenConfig
+    | ChatJsonlConfig
     | RottenTomatoesConfig
     | NewsgroupsConfig
     | ReutersConfig
@@ -93,6 +95,7 @@ SOURCES: dict[str, str] = {
     "stdlib_text": "ember.data.text:load_stdlib_text",
     "text_files": "ember.data.text:load_text_files",
     "austen": "ember.data.text:load_austen",
+    "chat_jsonl": "ember.data.chat_jsonl:load_chat_jsonl",
     "rotten_tomatoes": "ember.data.text_corpora:load_rotten_tomatoes",
     "newsgroups20": "ember.data.text_corpora:load_newsgroups20",
     "reuters": "ember.data.text_corpora:load_reuters",

@@ -96,6 +96,7 @@ class DataBundle:
     info: DataInfo
     tokenizer: Any = None  # text sources: saved into the run as tokenizer.json
     texts: dict[str, list[str]] | None = None  # text classification: each split's raw texts (baselines)
+    chat_template: str | None = None  # conversations: saved into the run as chat_template.jinja
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):

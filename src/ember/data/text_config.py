@@ -9,7 +9,7 @@ from pydantic import Field
 
 from ember.data.config import BaseDataConfig
 
-__all__ = ["StdlibTextConfig", "TextFilesConfig", "AustenConfig", "RottenTomatoesConfig", "NewsgroupsConfig",
+__all__ = ["StdlibTextConfig", "TextFilesConfig", "AustenConfig", "ChatJsonlConfig", "RottenTomatoesConfig", "NewsgroupsConfig",
            "ReutersConfig", "StdlibModulesConfig", "TextCsvConfig",
            "SeriesConfig", "CsvSeriesConfig", "AddingConfig", "CopyConfig"]
 
@@ -63,6 +63,25 @@ class AustenConfig(_CorpusMixin):
     root: Path | None = Field(None, description="the R package's data folder (default: where Debian "
                               "installs janeaustenr)")
     block_size: int = Field(256, ge=2)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+
+
+class ChatJsonlConfig(BaseDataConfig):
+    """Instruction tuning on your conversations: JSONL files, one {"messages": [...]} per line.
+
+    Each conversation is written out by the chat template of the run named by
+    `tokenizer_from` and tokenized by its tokenizer; only the assistants' answers (and the
+    template's end-of-turn marker after each) are scored. Split by conversation, from the seed.
+    """
+
+    name: Literal["chat_jsonl"] = "chat_jsonl"
+    paths: list[Path] = Field(min_length=1, description="JSONL files: one conversation per line")
+    tokenizer_from: str = Field(description="the run whose tokenizer and chat template are used (the base "
+                                "run being fine-tuned, e.g. an imported SmolLM2)")
+    max_length: int = Field(512, ge=8, description="tokens per conversation; longer ones are cut (or dropped)")
+    overflow: Literal["truncate", "drop"] = Field("truncate", description="a conversation longer than "
+                                                  "max_length: cut at max_length, or left out")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
 

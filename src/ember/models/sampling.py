@@ -199,11 +199,13 @@ def generate_ids(model: nn.Module, idx: Tensor, max_new_tokens: int, block_size:
 def generate_text(model: nn.Module, tok: Any, info: Any, prompt: str, max_new_tokens: int = 200,
                   temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
                   stop: list[str] | None = None, *, repetition_penalty: float = 1.0,
-                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> Iterator[str]:
+                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                  stop_ids: set[int] | None = None) -> Iterator[str]:
     """`generate` for an already loaded model and tokenizer (the server keeps them in memory).
 
     Ends after `max_new_tokens`, at the tokenizer's end-of-sequence id (`eos_id`, when it has
-    one), or where a `stop` string appears (never included). The same seed gives the same text.
+    one) or one of `stop_ids` (a chat template's end-of-turn token), or where a `stop` string
+    appears (never included). The same seed gives the same text.
     """
     if info.task != "lm":
         raise ConfigError(f"generate needs a language-model run; this is a {info.task} run")
@@ -217,10 +219,11 @@ def generate_text(model: nn.Module, tok: Any, info: Any, prompt: str, max_new_to
     block = int(getattr(model, "block_size", info.input_shape[0]))
     pen = Penalties(vocab, ids, repetition_penalty, presence_penalty, frequency_penalty, device)
     eos = getattr(tok, "eos_id", None)
+    ends = ({int(eos)} if isinstance(eos, int) else set()) | set(stop_ids or ())
     model.eval()
     stream = TextStream(tok, stop)
     for token in generate_ids(model, idx, max_new_tokens, block, vocab, temperature, top_k, top_p, gen,
-                              pen if pen.active else None, {int(eos)} if isinstance(eos, int) else None):
+                              pen if pen.active else None, ends or None):
         piece, stopped = stream.push(token)
         if piece:
             yield piece

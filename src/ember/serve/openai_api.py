@@ -22,7 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ember.chat_format import FALLBACK_ROLES, TEMPLATE_FILES, find_chat_template, format_chat
+from ember.chat_format import (
+    FALLBACK_ROLES,
+    TEMPLATE_FILES,
+    end_of_turn_ids,
+    find_chat_template,
+    format_chat,
+)
 from ember.chat_format import message_text as _text
 from ember.serve.continuous import GenRequest, QueueFull, Scheduler
 
@@ -78,8 +84,10 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
     info = loaded.info
     vocab = int(info.extra.get("vocab_size", info.num_outputs))
     max_len = int(getattr(loaded.model, "block_size", info.input_shape[0]))
-    sched = Scheduler(loaded.model, tokenizer, vocab, max_len, max_batch=max_batch, max_queue=max_queue)
     template = find_chat_template(loaded.run.path)
+    ends = end_of_turn_ids(template, tokenizer) if template else None  # ChatML's <|im_end|> decodes to nothing
+    sched = Scheduler(loaded.model, tokenizer, vocab, max_len, max_batch=max_batch, max_queue=max_queue,
+                      eos_ids=ends)
     model_id = loaded.run.path.name
     created = int(time.time())
 

@@ -82,10 +82,12 @@ def prepare(cfg: ExperimentConfig, local_rank: int = 0,
 
 
 def write_data_files(run: Run, bundle: DataBundle) -> None:
-    """`data_info.json` (and `tokenizer.json` for text): what rebuilding the model needs."""
+    """`data_info.json` (and `tokenizer.json` for text, `chat_template.jinja` for conversations)."""
     atomic_write_text(run.data_info, bundle.info.to_json())
     if bundle.tokenizer is not None:
         atomic_write_text(run.tokenizer, bundle.tokenizer.to_json())
+    if bundle.chat_template is not None:  # `ember chat` on this run formats prompts as it was trained
+        atomic_write_text(run.chat_template, bundle.chat_template)
 
 
 def config_for(recipe: str | ExperimentConfig | None, overrides: list[str] | None,
@@ -255,7 +257,8 @@ def lm_sampler(bundle: DataBundle, seed: int, device: torch.device, prompt_token
     def sample(model: nn.Module, state: LoopState) -> dict[str, Any]:
         # Its own generator, seeded by the step: the global RNG (and so resume) is untouched.
         gen = torch.Generator(device=device.type).manual_seed(seed * 1_000_003 + state.step)
-        ids = list(generate_ids(model, prompt.to(device), new_tokens, block, vocab, 0.8, None, 0.95, gen))
+        context = min(block, int(getattr(model, "block_size", block)))  # a model set shorter than the data's rows
+        ids = list(generate_ids(model, prompt.to(device), new_tokens, context, vocab, 0.8, None, 0.95, gen))
         return {"split": "sample", "prompt": bundle.tokenizer.decode(prompt[0].tolist()),
                 "text": bundle.tokenizer.decode(ids)}
 
