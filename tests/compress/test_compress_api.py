@@ -154,3 +154,23 @@ def test_record_json_is_data(parent: Path, tmp_path: Path) -> None:
     (child.path / "compression.json").write_text("{not json")
     with pytest.raises(RunError, match="not valid JSON"):
         load_run(child.path)
+
+
+def test_weight_only_int8_of_a_llama_reloads_and_keeps_its_perplexity(tmp_path: Path) -> None:
+    over = ["model.name=llama", "model.n_layer=2", "model.n_embd=64", "model.n_head=4", "model.n_kv_head=2",
+            "data.max_chars=120000", "data.block_size=32", "train.max_steps=20", "train.threads=1",
+            "log.report=false", f"log.runs_dir={tmp_path}"]
+    run = ember.train("stdlib-char-gpt", over, quiet=True, verbose=False)
+    [child] = compress(run.path, [parse_step({"method": "quantize", "mode": "weight_only"})], verbose=False)
+    record = record_of(child.path)
+    assert record["transforms"][-1]["meta"]["scheme"] == "weight_only"
+    assert "lm_head" in record["transforms"][-1]["meta"]["layers"]
+    parent_ppl, child_ppl = record["parent"]["perplexity"], record["child"]["perplexity"]
+    assert abs(child_ppl / parent_ppl - 1) < 0.02, (parent_ppl, child_ppl)
+    assert record["child"]["size_mb"] < 0.6 * record["parent"]["size_mb"]
+    assert evaluate(child.path)["perplexity"] == pytest.approx(child_ppl, rel=1e-5)  # reloaded through load_run
+    from ember.generation import generate
+
+    assert "".join(generate(child.path, "def ", 8, 0.0, None, None, 0, None))
+    with pytest.raises(ConfigError, match="follows quantization|already int8"):
+        compress(child.path, [parse_step({"method": "prune", "sparsity": 0.5})], verbose=False)

@@ -175,7 +175,7 @@ def test_unsupported_pairs_raise_config_error() -> None:
         check_supported(gpt, "static")
     with pytest.raises(ConfigError, match="static"):
         quantize(gpt, "static", calibration=[CASES[6][3]])
-    with pytest.raises(ConfigError, match="valid: dynamic, static, qat"):
+    with pytest.raises(ConfigError, match="valid: dynamic, static, qat, weight_only"):
         check_supported(gpt, "int4")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no Linear, LSTM or GRU"):
         check_supported(nn.Sequential(nn.ReLU()), "dynamic")
@@ -196,3 +196,63 @@ def test_load_quantized_refuses_another_architecture() -> None:
         load_quantized(other, tensors, meta, x[:2])
     with pytest.raises(CheckpointError, match="version"):
         load_quantized(_model(cfg, info), tensors, {**meta, "version": 99}, x[:2])
+
+
+def test_dynamic_llama_quantizes_the_tied_head_and_generates_like_float() -> None:
+    from ember.models.llama import LlamaConfig
+
+    cfg = LlamaConfig(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, intermediate_size=96, tie_embeddings=True)
+    model = _model(cfg, LM)
+    q = quantize(model, "dynamic")
+    kinds = {name: type(m).__name__ for name, m in q.named_modules()}
+    assert kinds["lm_head"] == "Linear" and type(q.lm_head).__module__.startswith("torch.ao.nn.quantized")
+    assert isinstance(q.embed_tokens, nn.Embedding)  # the lookup stays float; only the head's copy is int8
+    x = _tokens(LM, 2)[:, :6]
+    with torch.no_grad():
+        assert (q(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()
+    steps = list(q.generate(x, max_new_tokens=4, temperature=0.0))
+    assert len(steps) == 4 and all(s.shape == (2, 1) for s in steps)
+
+
+def test_measure_leaves_out_a_throughput_pass_over_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.compress import measure as measuring
+    from ember.data.bundle import ArrayDataset
+    from ember.tasks import for_info
+
+    cfg = MLPConfig(hidden=[8])
+    model = _model(cfg, TABLE)
+    test = ArrayDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    weights = Path(__file__)  # any file: only its size is read
+    full = measuring.measure(model, test, for_info(TABLE), weights, 10)
+    assert full["throughput_b64"] > 0 and "throughput_b64_skipped" not in full
+    monkeypatch.setattr(measuring, "THROUGHPUT_PASS_BUDGET_S", 0.0)
+    cut = measuring.measure(model, test, for_info(TABLE), weights, 10)
+    assert "throughput_b64" not in cut and cut["throughput_b64_skipped"].startswith("a batch of 64 would take")
+    assert cut["latency_ms_b1"] > 0 and "accuracy" in cut
+
+
+def test_weight_only_int8_rows_decode_and_batches_agree_and_round_trip() -> None:
+    from ember.compress.weight_only import Int8WeightLinear
+
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    q = Int8WeightLinear.from_float(linear)
+    assert q.weight_int8.dtype == torch.int8 and q.weight_scale.shape == (48,)
+    assert (q.dequantized() - linear.weight).abs().max() <= q.weight_scale.max() / 2 + 1e-7  # half a step
+    x = torch.randn(40, 64)
+    with torch.no_grad():
+        many, few, exact = q(x), torch.cat([q(x[i:i + 1]) for i in range(40)]), linear(x)
+    # one row at a time takes the int8 kernel (bf16 or fp32 activations), 40 rows the float GEMM
+    assert (many - exact).abs().max() < 0.05 and (few - many).abs().max() < 0.05
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16)
+    model = _model(cfg, LM)
+    qmodel = quantize(model, "weight_only")
+    tensors, meta = quantized_state(qmodel)
+    assert meta["scheme"] == "weight_only" and all(not t.is_quantized for t in tensors.values())
+    again = load_quantized(_model(cfg, LM, seed=5), tensors, json.loads(json.dumps(meta)), _tokens(LM))
+    xt = _tokens(LM, 2)
+    with torch.no_grad():
+        assert torch.equal(again(xt), qmodel(xt))
+    tensors["lm_head.weight_int8"] = tensors["lm_head.weight_int8"][:3]
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_quantized(_model(cfg, LM), tensors, meta, _tokens(LM))

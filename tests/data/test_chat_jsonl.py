@@ -154,3 +154,33 @@ def test_answer_segments_follow_the_prompt_chat_sends_and_refuse_other_templates
         answer_segments(messages, "{{ messages | length }}")  # "0" then "1": no turn-by-turn rendering
     with pytest.raises(ValueError, match="rewrites the text"):
         answer_segments(messages, "{% for m in messages %}{{ m.content | upper }}{% endfor %}")
+
+
+def test_openai_client_streams_the_tuned_chat_and_stops_at_its_end_of_turn(chat_tuned: ember.Run) -> None:
+    """The official client against the OpenAI routes of a served chat run: the streamed answer is
+    the one `ember chat` gives (the same template, greedy), and <|im_end|> ends it unseen."""
+    pytest.importorskip("openai")
+    from openai import OpenAI
+
+    from ember.chat_session import ChatSession
+    from ember.serve import create_app
+    from tests.serve.helpers import serving
+
+    question = [{"role": "user", "content": "What is the capital number 3?"}]
+    session = ChatSession(chat_tuned.path, max_new_tokens=16, temperature=0)
+    session.history.extend(question)
+    expected = "".join(session.answer())
+    end = session.tok.tok.token_to_id("<|im_end|>")
+    prompt = torch.tensor([session.tok.encode(session.prompt())])
+    greedy = torch.cat(list(session.loaded.model.generate(prompt, 16, temperature=0.0)), dim=1)[0].tolist()
+    with serving(create_app(chat_tuned.path, max_batch=2)) as port:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        chunks = list(client.chat.completions.create(model=client.models.list().data[0].id, messages=question,
+                                                     stream=True, max_tokens=16, temperature=0,
+                                                     stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text.strip() == expected.strip() and "<|im_end|>" not in text
+    assert reasons == ["stop" if end in greedy else "length"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == (
+        greedy.index(end) if end in greedy else 16)

@@ -38,7 +38,8 @@ def add_compress_parser(sub: Any) -> None:
     g.add_argument("--lr", type=float, help="fine-tuning / distillation learning rate")
     g.add_argument("--max-steps", type=int, help="cap on optimizer steps per training phase")
     q = c.add_argument_group("quantize")
-    q.add_argument("--mode", help="dynamic, static (calibrated, CNNs) or qat (quantization-aware training)")
+    q.add_argument("--mode", help="dynamic, static (calibrated, CNNs), qat (quantization-aware training) or "
+                                  "weight_only (int8 weights, float activations: LLM decoding)")
     q.add_argument("--calibration-batches", type=int, help="training batches that calibrate static int8")
     d = c.add_argument_group("distill")
     d.add_argument("--student", help="YAML file with the student's model section (or inline: '{name: mlp}')")

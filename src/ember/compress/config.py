@@ -57,11 +57,12 @@ class PruneStep(_Training):
 
 class QuantizeStep(_Training):
     """int8: `dynamic` (weights int8, activations quantized on the fly), `static`
-    (activations calibrated on `calibration_batches` training batches) or `qat`
-    (quantization-aware fine-tuning for `finetune_epochs`, then conversion)."""
+    (activations calibrated on `calibration_batches` training batches), `qat`
+    (quantization-aware fine-tuning for `finetune_epochs`, then conversion) or
+    `weight_only` (int8 weights, float activations: language-model decoding)."""
 
     method: Literal["quantize"] = "quantize"
-    mode: Literal["dynamic", "static", "qat"] = "dynamic"
+    mode: Literal["dynamic", "static", "qat", "weight_only"] = "dynamic"
     calibration_batches: int = Field(16, ge=1)
     finetune_epochs: int | None = Field(None, ge=1, description="qat only (default 2)")
 

@@ -6,6 +6,9 @@
     static   weights and activations int8 with activation ranges calibrated on training
              batches; Conv2d+BatchNorm2d+ReLU, Conv2d+ReLU and Linear+ReLU fused, BatchNorm
              folded. Sequential stacks only: the cnn and mlp families.
+    weight_only  weights int8 per output row, activations float (`ember.compress.weight_only`):
+             every nn.Linear, for language models, whose decoding reads every weight per
+             token and whose activation outliers dynamic int8 flattens.
     qat      fake-quantized training, then conversion: static for cnn/mlp (fused
              Conv-BN-ReLU with BN statistics during training), dynamic for the others
              (weights fake-quantized per channel in every Linear; LSTM/GRU converted
@@ -70,8 +73,8 @@ from ember.errors import ConfigError
 __all__ = ["QuantMode", "check_supported", "quantize", "prepare_qat", "convert_qat",
            "quantized_state", "load_quantized"]
 
-QuantMode = Literal["dynamic", "static", "qat"]
-MODES: tuple[str, ...] = ("dynamic", "static", "qat")
+QuantMode = Literal["dynamic", "static", "qat", "weight_only"]
+MODES: tuple[str, ...] = ("dynamic", "static", "qat", "weight_only")
 META_VERSION = 1
 
 # Leaf modules a static (Sequential-stack) model may contain; anything else needs dynamic.
@@ -133,6 +136,15 @@ def check_supported(model: nn.Module, mode: QuantMode) -> None:
     """
     if mode not in MODES:
         raise ConfigError(f"quantization mode '{mode}' is unknown; valid: {', '.join(MODES)}")
+    if mode == "weight_only":
+        from ember.compress.weight_only import available, weight_only_layers
+
+        if not available():
+            raise ConfigError(f"weight_only int8 needs torch's _weight_int8pack_mm kernel, which torch "
+                              f"{torch.__version__} lacks; use mode dynamic, or torch 2.13")
+        if not weight_only_layers(model):
+            raise ConfigError(f"{type(model).__name__} has no Linear layer for weight_only int8; use mode dynamic")
+        return
     with _torch_ao():
         pass  # raises if this torch cannot quantize at all
     name = type(model).__name__
@@ -172,7 +184,7 @@ def _calibrate(prepared: nn.Module, batches: Iterable[Tensor]) -> Tensor | None:
     return first
 
 
-def quantize(model: nn.Module, mode: Literal["dynamic", "static"],
+def quantize(model: nn.Module, mode: Literal["dynamic", "static", "weight_only"],
              calibration: Iterable[Tensor] | None = None) -> nn.Module:
     """Post-training int8 quantization; the float model is left untouched.
 
@@ -190,10 +202,14 @@ def quantize(model: nn.Module, mode: Literal["dynamic", "static"],
     Example:
         >>> q = quantize(model, "dynamic"); logits = q(x)
     """
-    if mode not in ("dynamic", "static"):
-        raise ConfigError(f"post-training quantization mode '{mode}' is unknown; valid: dynamic, static "
-                          "(qat goes through prepare_qat and convert_qat)")
+    if mode not in ("dynamic", "static", "weight_only"):
+        raise ConfigError(f"post-training quantization mode '{mode}' is unknown; valid: dynamic, static, "
+                          "weight_only (qat goes through prepare_qat and convert_qat)")
     check_supported(model, mode)
+    if mode == "weight_only":
+        from ember.compress.weight_only import to_weight_only
+
+        return _tag(to_weight_only(copy.deepcopy(model).cpu().eval()), "weight_only", "weight_only")
     with _torch_ao() as tq:
         if mode == "dynamic":
             return _tag(_dynamic(model, tq), "dynamic", "dynamic")
@@ -284,6 +300,8 @@ def quantized_state(qmodel: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any
     from ember.compress.quant_state import describe_layers, encode_state
 
     scheme = getattr(qmodel, "ember_quant_scheme", None)
+    if scheme == "weight_only":
+        return _weight_only_state(qmodel)
     if scheme not in ("dynamic", "static"):
         raise ConfigError("quantized_state needs a model returned by quantize or convert_qat")
     with _torch_ao():
@@ -324,9 +342,12 @@ def load_quantized(model: nn.Module, tensors: dict[str, Tensor], meta: dict[str,
     from ember.errors import CheckpointError
 
     scheme = meta.get("scheme")
-    if meta.get("version") != META_VERSION or scheme not in ("dynamic", "static"):
+    if meta.get("version") != META_VERSION or scheme not in ("dynamic", "static", "weight_only"):
         raise CheckpointError(f"quantization meta version {meta.get('version')} / scheme {scheme} "
-                              f"is not readable; valid: version {META_VERSION}, scheme dynamic or static")
+                              f"is not readable; valid: version {META_VERSION}, scheme dynamic, static or "
+                              "weight_only")
+    if scheme == "weight_only":
+        return _load_weight_only(model, tensors, meta)
     with _torch_ao() as tq:
         if scheme == "dynamic":
             qmodel = _dynamic(model, tq)
@@ -338,3 +359,32 @@ def load_quantized(model: nn.Module, tensors: dict[str, Tensor], meta: dict[str,
         if scheme == "static":
             _warm_up(qmodel, example)
     return _tag(qmodel, str(meta.get("mode", scheme)), scheme)
+
+
+def _weight_only_state(qmodel: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """A weight-only model's state is already plain tensors; meta names the int8 layers."""
+    from ember.compress.weight_only import Int8WeightLinear
+
+    tensors = {k: v.detach().contiguous() for k, v in qmodel.state_dict().items()}
+    layers = [name for name, m in qmodel.named_modules() if isinstance(m, Int8WeightLinear)]
+    int8 = sum(t.numel() for k, t in tensors.items() if k.endswith(".weight_int8"))
+    floats = sum(t.numel() * t.element_size() for t in tensors.values() if t.is_floating_point())
+    return tensors, {"version": META_VERSION, "mode": "weight_only", "scheme": "weight_only",
+                     "torch": torch.__version__.split("+")[0], "layers": layers, "int8_bytes": int8,
+                     "float_bytes": floats}
+
+
+def _load_weight_only(model: nn.Module, tensors: dict[str, Tensor], meta: dict[str, Any]) -> nn.Module:
+    from ember.compress.weight_only import swap_in_shells
+    from ember.errors import CheckpointError
+
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
+        raise CheckpointError("weight_only quantization meta has no list of layer names")
+    try:
+        qmodel = swap_in_shells(copy.deepcopy(model).cpu(), layers)
+        qmodel.load_state_dict(tensors, strict=True)
+    except (AttributeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"weight_only int8 tensors do not fit this model: {first}") from None
+    return _tag(qmodel, "weight_only", "weight_only")

@@ -1,0 +1,142 @@
+"""Generation speed of an imported Llama run: Ember fp32, Ember int8 (`ember compress`) and HF generate().
+
+    ember import smollm2-135m-instruct --out runs/smollm2-135m-instruct
+    python benchmarks/llm_generate.py [--run runs/smollm2-135m-instruct] [--tokens 128] [--threads 2]
+
+Batch 1, greedy, `--tokens` new tokens (no early stop at end-of-sequence, so every variant
+makes the same number), `--threads` threads, in one process, min of `--repeats` interleaved
+runs after a warm-up. The Hugging Face model is a `LlamaForCausalLM` built from the same
+weights (the run's tensors under HF's names); its tokens must equal Ember's fp32 tokens.
+The int8 child is written by `ember compress RUN --method quantize --mode weight_only` (weights
+int8 per output row, the tied head included, activations float; `--mode dynamic` quantizes
+the activations too) unless `--int8` names one. Held-out
+perplexity of both on `--ppl-data` (the Austen recipe's test windows by default, when
+janeaustenr is installed) says what int8 costs. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import ember
+from ember.loading import load_run
+
+
+def hf_twin(run_model: nn.Module, cfg: Any) -> nn.Module:
+    """A transformers LlamaForCausalLM holding `run_model`'s weights (Ember uses HF's names)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    m = cfg.model
+    hf_cfg = LlamaConfig(vocab_size=run_model.padded_vocab, hidden_size=m.n_embd, intermediate_size=m.intermediate_size,
+                         num_hidden_layers=m.n_layer, num_attention_heads=m.n_head, num_key_value_heads=m.n_kv_head,
+                         max_position_embeddings=run_model.block_size, rope_theta=m.rope_theta, rms_norm_eps=m.norm_eps,
+                         tie_word_embeddings=m.tie_embeddings, attention_bias=m.attention_bias,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    hf = LlamaForCausalLM(hf_cfg)
+    state = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v
+             for k, v in run_model.state_dict().items()}
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    leftover = [k for k in missing if not (m.tie_embeddings and k == "lm_head.weight")]
+    if leftover or unexpected:
+        raise RuntimeError(f"weights do not map onto LlamaForCausalLM: missing {leftover}, unexpected {unexpected}")
+    return hf.eval()
+
+
+def ember_tokens(model: nn.Module, ids: torch.Tensor, n: int) -> list[int]:
+    return [int(t) for t in torch.cat(list(model.generate(ids, n, temperature=0.0)), dim=1)[0]]
+
+
+def hf_tokens(model: nn.Module, ids: torch.Tensor, n: int) -> list[int]:
+    out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
+                         pad_token_id=0, attention_mask=torch.ones_like(ids))
+    return [int(t) for t in out[0, ids.shape[1]:]]
+
+
+def timed(fn: Any, *args: Any) -> tuple[float, list[int]]:
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        tokens = fn(*args)
+    return time.perf_counter() - t0, tokens
+
+
+def int8_child(run: Path, given: str | None, mode: str) -> Path:
+    if given:
+        return Path(given)
+    from ember.compress.config import QuantizeStep
+    from ember.compress.pipeline import compress
+
+    out = Path(tempfile.mkdtemp(prefix="llm-int8-")) / "int8"
+    [child] = compress(run, [QuantizeStep(mode=mode)], out, quiet=True, verbose=False)
+    return child.path
+
+
+def perplexity(run: Path, bundle: Any) -> float:
+    return float(ember.evaluate(run, "test", data=bundle)["perplexity"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="runs/smollm2-135m-instruct", help="an imported Llama run")
+    parser.add_argument("--int8", help="an int8 child of --run already written by ember compress")
+    parser.add_argument("--mode", default="weight_only", choices=["weight_only", "dynamic"],
+                        help="the int8 child's quantize mode (dynamic also quantizes activations)")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prompt", default="The history of the printing press begins")
+    parser.add_argument("--ppl-data", default="austen", help="'austen' (the LoRA recipe's test windows) or 'none'")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    run = Path(args.run).resolve()
+    fp32 = load_run(run)
+    tok = ember.loading.load_tokenizer(run)
+    ids = torch.tensor([tok.encode(args.prompt)], dtype=torch.long)
+    hf = hf_twin(fp32.model.eval(), fp32.config)
+    child = int8_child(run, args.int8, args.mode)
+    int8 = load_run(child)
+    variants = {"ember_fp32": (ember_tokens, fp32.model.eval()), "ember_int8": (ember_tokens, int8.model.eval()),
+                "hf_fp32": (hf_tokens, hf)}
+    best: dict[str, float] = {}
+    tokens: dict[str, list[int]] = {}
+    for fn, model in variants.values():  # warm-up: allocator, packed weights, HF's caches
+        timed(fn, model, ids, 8)
+    for _ in range(args.repeats):
+        for name, (fn, model) in variants.items():
+            seconds, tokens[name] = timed(fn, model, ids, args.tokens)
+            best[name] = min(best.get(name, float("inf")), seconds)
+    rate = {name: round(args.tokens / s, 2) for name, s in best.items()}
+    same = sum(a == b for a, b in zip(tokens["ember_int8"], tokens["ember_fp32"], strict=True))
+    result: dict[str, Any] = {
+        "benchmark": "llm_generate", "run": str(run), "int8_run": str(child), "params": sum(
+            p.numel() for p in fp32.model.parameters()), "prompt_tokens": ids.shape[1], "new_tokens": args.tokens,
+        "threads": args.threads, "int8_mode": args.mode, "tokens_per_s": rate,
+        "ember_vs_hf": round(best["hf_fp32"] / best["ember_fp32"], 2),
+        "int8_vs_fp32": round(best["ember_fp32"] / best["ember_int8"], 2),
+        "hf_tokens_identical": tokens["hf_fp32"] == tokens["ember_fp32"],
+        "int8_tokens_same_share": round(same / args.tokens, 3),
+        "text_fp32": tok.decode(tokens["ember_fp32"])[:200],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    if args.ppl_data == "austen":
+        cfg = ember.load_config("smollm2-lora-austen", [f"model.init_from={run}", f"data.tokenizer_from={run}"])
+        from ember.data import build as build_data
+
+        bundle = build_data(cfg.data, cfg.train.seed)
+        before, after = perplexity(run, bundle), perplexity(child, bundle)
+        result |= {"ppl_windows": len(bundle.test), "ppl_fp32": round(before, 3), "ppl_int8": round(after, 3),
+                   "ppl_change_percent": round(100 * (after / before - 1), 2)}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
