@@ -1,4 +1,4 @@
-"""Generation speed of an imported Llama run: Ember fp32, Ember int8 (`ember compress`) and HF generate().
+"""Generation speed of an imported Llama run: Ember fp32, Ember int8/int4 (`ember compress`), HF generate().
 
     ember import smollm2-135m-instruct --out runs/smollm2-135m-instruct
     python benchmarks/llm_generate.py [--run runs/smollm2-135m-instruct] [--tokens 128] [--threads 2]
@@ -7,11 +7,13 @@ Batch 1, greedy, `--tokens` new tokens (no early stop at end-of-sequence, so eve
 makes the same number), `--threads` threads, in one process, min of `--repeats` interleaved
 runs after a warm-up. The Hugging Face model is a `LlamaForCausalLM` built from the same
 weights (the run's tensors under HF's names); its tokens must equal Ember's fp32 tokens.
-The int8 child is written by `ember compress RUN --method quantize --mode weight_only` (weights
-int8 per output row, the tied head included, activations float; `--mode dynamic` quantizes
-the activations too) unless `--int8` names one. Held-out
-perplexity of both on `--ppl-data` (the Austen recipe's test windows by default, when
-janeaustenr is installed) says what int8 costs. Prints JSON.
+The quantized children are written by `ember compress RUN --method quantize --mode M` for each
+of `--modes` (default: weight_only, int8 per output row, and weight_only_int4, int4 in groups of
+32; both quantize every Linear, the tied head included, activations stay float; `dynamic`
+quantizes the activations too) unless `--int8` names one. Held-out
+perplexity of each on `--ppl-data` (the Austen recipe's test windows by default, when
+janeaustenr is installed) says what quantizing costs. Prints JSON; `--profile N` prints instead
+where each variant's time goes (torch.profiler's top operations over N decoded tokens).
 """
 
 from __future__ import annotations
@@ -69,12 +71,13 @@ def timed(fn: Any, *args: Any) -> tuple[float, list[int]]:
 
 
 def int8_child(run: Path, given: str | None, mode: str) -> Path:
+    """The quantized child of `run` in `mode`: `given`, or one `ember compress` writes now."""
     if given:
         return Path(given)
     from ember.compress.config import QuantizeStep
     from ember.compress.pipeline import compress
 
-    out = Path(tempfile.mkdtemp(prefix="llm-int8-")) / "int8"
+    out = Path(tempfile.mkdtemp(prefix="llm-quant-")) / mode
     [child] = compress(run, [QuantizeStep(mode=mode)], out, quiet=True, verbose=False)
     return child.path
 
@@ -83,17 +86,32 @@ def perplexity(run: Path, bundle: Any) -> float:
     return float(ember.evaluate(run, "test", data=bundle)["perplexity"])
 
 
+def profile(variants: dict[str, Any], ids: torch.Tensor, n: int) -> None:
+    """Where each variant's decoding time goes: the operations with the most self CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    for name, (fn, model) in variants.items():
+        timed(fn, model, ids, 8)  # warm-up
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            seconds, _ = timed(fn, model, ids, n)
+        print(f"{name}: {n} tokens in {seconds:.2f} s (under the profiler)")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/smollm2-135m-instruct", help="an imported Llama run")
-    parser.add_argument("--int8", help="an int8 child of --run already written by ember compress")
-    parser.add_argument("--mode", default="weight_only", choices=["weight_only", "dynamic"],
-                        help="the int8 child's quantize mode (dynamic also quantizes activations)")
+    parser.add_argument("--int8", help="a quantized child of --run already written by ember compress (one --modes)")
+    parser.add_argument("--modes", default="weight_only,weight_only_int4",
+                        help="comma-separated quantize modes of the children: weight_only, weight_only_int4, dynamic")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompt", default="The history of the printing press begins")
     parser.add_argument("--ppl-data", default="austen", help="'austen' (the LoRA recipe's test windows) or 'none'")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="instead of timing: torch.profiler's top operations over N decoded tokens per variant")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -102,10 +120,14 @@ def main() -> None:
     tok = ember.loading.load_tokenizer(run)
     ids = torch.tensor([tok.encode(args.prompt)], dtype=torch.long)
     hf = hf_twin(fp32.model.eval(), fp32.config)
-    child = int8_child(run, args.int8, args.mode)
-    int8 = load_run(child)
-    variants = {"ember_fp32": (ember_tokens, fp32.model.eval()), "ember_int8": (ember_tokens, int8.model.eval()),
+    modes = args.modes.split(",")
+    children = {mode: int8_child(run, args.int8, mode) for mode in modes}
+    variants = {"ember_fp32": (ember_tokens, fp32.model.eval()),
+                **{f"ember_{mode}": (ember_tokens, load_run(path).model.eval()) for mode, path in children.items()},
                 "hf_fp32": (hf_tokens, hf)}
+    if args.profile:
+        profile(variants, ids, args.profile)
+        return
     best: dict[str, float] = {}
     tokens: dict[str, list[int]] = {}
     for fn, model in variants.values():  # warm-up: allocator, packed weights, HF's caches
@@ -115,15 +137,18 @@ def main() -> None:
             seconds, tokens[name] = timed(fn, model, ids, args.tokens)
             best[name] = min(best.get(name, float("inf")), seconds)
     rate = {name: round(args.tokens / s, 2) for name, s in best.items()}
-    same = sum(a == b for a, b in zip(tokens["ember_int8"], tokens["ember_fp32"], strict=True))
+    def same_prefix(mode: str) -> int:  # greedy tokens equal to fp32's before the first difference
+        pairs = zip(tokens[f"ember_{mode}"], tokens["ember_fp32"], strict=True)
+        return next((i for i, (a, b) in enumerate(pairs) if a != b), args.tokens)
+
     result: dict[str, Any] = {
-        "benchmark": "llm_generate", "run": str(run), "int8_run": str(child), "params": sum(
-            p.numel() for p in fp32.model.parameters()), "prompt_tokens": ids.shape[1], "new_tokens": args.tokens,
-        "threads": args.threads, "int8_mode": args.mode, "tokens_per_s": rate,
+        "benchmark": "llm_generate", "run": str(run), "children": {m: str(p) for m, p in children.items()},
+        "params": sum(p.numel() for p in fp32.model.parameters()), "prompt_tokens": ids.shape[1],
+        "new_tokens": args.tokens, "threads": args.threads, "tokens_per_s": rate,
         "ember_vs_hf": round(best["hf_fp32"] / best["ember_fp32"], 2),
-        "int8_vs_fp32": round(best["ember_fp32"] / best["ember_int8"], 2),
+        "vs_ember_fp32": {m: round(best["ember_fp32"] / best[f"ember_{m}"], 2) for m in modes},
         "hf_tokens_identical": tokens["hf_fp32"] == tokens["ember_fp32"],
-        "int8_tokens_same_share": round(same / args.tokens, 3),
+        "tokens_equal_to_fp32_before_first_difference": {m: same_prefix(m) for m in modes},
         "text_fp32": tok.decode(tokens["ember_fp32"])[:200],
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
@@ -132,9 +157,11 @@ def main() -> None:
         from ember.data import build as build_data
 
         bundle = build_data(cfg.data, cfg.train.seed)
-        before, after = perplexity(run, bundle), perplexity(child, bundle)
-        result |= {"ppl_windows": len(bundle.test), "ppl_fp32": round(before, 3), "ppl_int8": round(after, 3),
-                   "ppl_change_percent": round(100 * (after / before - 1), 2)}
+        before = perplexity(run, bundle)
+        after = {m: perplexity(path, bundle) for m, path in children.items()}
+        result |= {"ppl_windows": len(bundle.test), "ppl_fp32": round(before, 3),
+                   "ppl": {m: round(v, 3) for m, v in after.items()},
+                   "ppl_change_percent": {m: round(100 * (v / before - 1), 2) for m, v in after.items()}}
     print(json.dumps(result, indent=2))
 
 

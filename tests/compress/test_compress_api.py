@@ -156,18 +156,28 @@ def test_record_json_is_data(parent: Path, tmp_path: Path) -> None:
         load_run(child.path)
 
 
-def test_weight_only_int8_of_a_llama_reloads_and_keeps_its_perplexity(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory: pytest.TempPathFactory) -> ember.Run:
     over = ["model.name=llama", "model.n_layer=2", "model.n_embd=64", "model.n_head=4", "model.n_kv_head=2",
             "data.max_chars=120000", "data.block_size=32", "train.max_steps=20", "train.threads=1",
-            "log.report=false", f"log.runs_dir={tmp_path}"]
-    run = ember.train("stdlib-char-gpt", over, quiet=True, verbose=False)
-    [child] = compress(run.path, [parse_step({"method": "quantize", "mode": "weight_only"})], verbose=False)
+            "log.report=false", f"log.runs_dir={tmp_path_factory.mktemp('llama')}"]
+    return ember.train("stdlib-char-gpt", over, quiet=True, verbose=False)
+
+
+@pytest.mark.parametrize(("mode", "tolerance", "size_share"), [("weight_only", 0.02, 0.6),
+                                                               ("weight_only_int4", 0.05, 0.5)])
+def test_weight_only_of_a_llama_reloads_and_keeps_its_perplexity(llama_run: ember.Run, mode: str,
+                                                                 tolerance: float, size_share: float) -> None:
+    [child] = compress(llama_run.path, [parse_step({"method": "quantize", "mode": mode})], verbose=False)
     record = record_of(child.path)
-    assert record["transforms"][-1]["meta"]["scheme"] == "weight_only"
-    assert "lm_head" in record["transforms"][-1]["meta"]["layers"]
+    meta = record["transforms"][-1]["meta"]
+    assert meta["scheme"] == "weight_only" and meta["mode"] == mode
+    assert "lm_head" in meta["layers"]
+    if mode == "weight_only_int4":  # every projection of this model fits the int4 kernel's shapes
+        assert set(meta["int4_layers"]) >= set(meta["layers"]) - {"lm_head"}
     parent_ppl, child_ppl = record["parent"]["perplexity"], record["child"]["perplexity"]
-    assert abs(child_ppl / parent_ppl - 1) < 0.02, (parent_ppl, child_ppl)
-    assert record["child"]["size_mb"] < 0.6 * record["parent"]["size_mb"]
+    assert abs(child_ppl / parent_ppl - 1) < tolerance, (parent_ppl, child_ppl)
+    assert record["child"]["size_mb"] < size_share * record["parent"]["size_mb"]
     assert evaluate(child.path)["perplexity"] == pytest.approx(child_ppl, rel=1e-5)  # reloaded through load_run
     from ember.generation import generate
 

@@ -175,7 +175,7 @@ def test_unsupported_pairs_raise_config_error() -> None:
         check_supported(gpt, "static")
     with pytest.raises(ConfigError, match="static"):
         quantize(gpt, "static", calibration=[CASES[6][3]])
-    with pytest.raises(ConfigError, match="valid: dynamic, static, qat, weight_only"):
+    with pytest.raises(ConfigError, match="valid: dynamic, static, qat, weight_only, weight_only_int4"):
         check_supported(gpt, "int4")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no Linear, LSTM or GRU"):
         check_supported(nn.Sequential(nn.ReLU()), "dynamic")
@@ -256,3 +256,35 @@ def test_weight_only_int8_rows_decode_and_batches_agree_and_round_trip() -> None
     tensors["lm_head.weight_int8"] = tensors["lm_head.weight_int8"][:3]
     with pytest.raises(CheckpointError, match="do not fit"):
         load_quantized(_model(cfg, LM), tensors, meta, _tokens(LM))
+
+
+def test_weight_only_int4_groups_decode_batches_agree_and_round_trip() -> None:
+    from ember.compress.weight_only import (
+        GROUP_SIZE,
+        Int4WeightLinear,
+        Int8WeightLinear,
+        to_weight_only,
+    )
+
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 48)
+    q = Int4WeightLinear.from_float(linear)
+    assert q.weight_int4.shape == (48, 48) and q.weight_int4.dtype == torch.uint8
+    assert q.weight_min.shape == (48, 96 // GROUP_SIZE)
+    assert (q.dequantized() - linear.weight).abs().max() <= q.weight_step.max() / 2 + 1e-6  # half a step
+    x = torch.randn(40, 96)
+    with torch.no_grad():
+        many, few, exact = q(x), torch.cat([q(x[i:i + 1]) for i in range(40)]), linear(x)
+    # one row at a time takes torch's int4 kernel (its own packing, made here), 40 rows the float GEMM
+    assert (few - many).abs().max() < 0.05 and (many - exact).abs().max() < 0.2
+    mixed = to_weight_only(nn.Sequential(nn.Linear(96, 48), nn.Linear(48, 40)), bits=4)  # 40 rows: not a multiple of 16
+    assert isinstance(mixed[0], Int4WeightLinear) and isinstance(mixed[1], Int8WeightLinear)
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=32)
+    qmodel = quantize(_model(cfg, LM), "weight_only_int4")
+    tensors, meta = quantized_state(qmodel)
+    assert meta["mode"] == "weight_only_int4" and meta["int4_layers"]
+    again = load_quantized(_model(cfg, LM, seed=5), tensors, json.loads(json.dumps(meta)), _tokens(LM))
+    xt = _tokens(LM, 2)
+    with torch.no_grad():
+        assert torch.equal(again(xt), qmodel(xt)) and torch.equal(again(xt[:1, :1]), qmodel(xt[:1, :1]))
+    assert getattr(again, "ember_quant_mode", None) == "weight_only_int4"

@@ -31,7 +31,7 @@ def require_float(model: Any, run: Path, what: str) -> None:
     """ConfigError when `model` holds int8 modules, which `what` (gradients, ONNX) cannot use."""
     from ember.errors import ConfigError
 
-    if any(type(m).__module__.startswith("torch.ao.nn.quantized") or type(m).__name__ == "Int8WeightLinear"
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") or type(m).__name__ in ("Int8WeightLinear", "Int4WeightLinear")
            for m in model.modules()):
         raise ConfigError(f"'{run}' holds an int8 model (ember compress --method quantize), which {what}; "
                           "use its float parent run (see its compression.json)")

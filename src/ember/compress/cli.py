@@ -39,7 +39,7 @@ def add_compress_parser(sub: Any) -> None:
     g.add_argument("--max-steps", type=int, help="cap on optimizer steps per training phase")
     q = c.add_argument_group("quantize")
     q.add_argument("--mode", help="dynamic, static (calibrated, CNNs), qat (quantization-aware training) or "
-                                  "weight_only (int8 weights, float activations: LLM decoding)")
+                                  "weight_only (int8 weights, float activations: LLM decoding), weight_only_int4 (int4 groups of 32)")
     q.add_argument("--calibration-batches", type=int, help="training batches that calibrate static int8")
     d = c.add_argument_group("distill")
     d.add_argument("--student", help="YAML file with the student's model section (or inline: '{name: mlp}')")

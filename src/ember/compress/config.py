@@ -59,10 +59,11 @@ class QuantizeStep(_Training):
     """int8: `dynamic` (weights int8, activations quantized on the fly), `static`
     (activations calibrated on `calibration_batches` training batches), `qat`
     (quantization-aware fine-tuning for `finetune_epochs`, then conversion) or
-    `weight_only` (int8 weights, float activations: language-model decoding)."""
+    `weight_only` (int8 weights, float activations: language-model decoding) or
+    `weight_only_int4` (int4 weights in groups of 32, float activations)."""
 
     method: Literal["quantize"] = "quantize"
-    mode: Literal["dynamic", "static", "qat", "weight_only"] = "dynamic"
+    mode: Literal["dynamic", "static", "qat", "weight_only", "weight_only_int4"] = "dynamic"
     calibration_batches: int = Field(16, ge=1)
     finetune_epochs: int | None = Field(None, ge=1, description="qat only (default 2)")
 

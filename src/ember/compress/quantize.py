@@ -9,6 +9,8 @@
     weight_only  weights int8 per output row, activations float (`ember.compress.weight_only`):
              every nn.Linear, for language models, whose decoding reads every weight per
              token and whose activation outliers dynamic int8 flattens.
+    weight_only_int4  the same with int4 weights in groups of 32 (a min and a step each);
+             layers the int4 kernel cannot take get int8.
     qat      fake-quantized training, then conversion: static for cnn/mlp (fused
              Conv-BN-ReLU with BN statistics during training), dynamic for the others
              (weights fake-quantized per channel in every Linear; LSTM/GRU converted
@@ -73,8 +75,9 @@ from ember.errors import ConfigError
 __all__ = ["QuantMode", "check_supported", "quantize", "prepare_qat", "convert_qat",
            "quantized_state", "load_quantized"]
 
-QuantMode = Literal["dynamic", "static", "qat", "weight_only"]
-MODES: tuple[str, ...] = ("dynamic", "static", "qat", "weight_only")
+QuantMode = Literal["dynamic", "static", "qat", "weight_only", "weight_only_int4"]
+MODES: tuple[str, ...] = ("dynamic", "static", "qat", "weight_only", "weight_only_int4")
+WEIGHT_ONLY = {"weight_only": 8, "weight_only_int4": 4}  # mode -> bits
 META_VERSION = 1
 
 # Leaf modules a static (Sequential-stack) model may contain; anything else needs dynamic.
@@ -136,14 +139,15 @@ def check_supported(model: nn.Module, mode: QuantMode) -> None:
     """
     if mode not in MODES:
         raise ConfigError(f"quantization mode '{mode}' is unknown; valid: {', '.join(MODES)}")
-    if mode == "weight_only":
+    if mode in WEIGHT_ONLY:
         from ember.compress.weight_only import available, weight_only_layers
 
-        if not available():
-            raise ConfigError(f"weight_only int8 needs torch's _weight_int8pack_mm kernel, which torch "
+        bits = WEIGHT_ONLY[mode]
+        if not available(8) or not available(bits):
+            raise ConfigError(f"{mode} needs torch's int{bits} weight-pack kernel, which torch "
                               f"{torch.__version__} lacks; use mode dynamic, or torch 2.13")
         if not weight_only_layers(model):
-            raise ConfigError(f"{type(model).__name__} has no Linear layer for weight_only int8; use mode dynamic")
+            raise ConfigError(f"{type(model).__name__} has no Linear layer for {mode}; use mode dynamic")
         return
     with _torch_ao():
         pass  # raises if this torch cannot quantize at all
@@ -184,7 +188,7 @@ def _calibrate(prepared: nn.Module, batches: Iterable[Tensor]) -> Tensor | None:
     return first
 
 
-def quantize(model: nn.Module, mode: Literal["dynamic", "static", "weight_only"],
+def quantize(model: nn.Module, mode: Literal["dynamic", "static", "weight_only", "weight_only_int4"],
              calibration: Iterable[Tensor] | None = None) -> nn.Module:
     """Post-training int8 quantization; the float model is left untouched.
 
@@ -202,14 +206,14 @@ def quantize(model: nn.Module, mode: Literal["dynamic", "static", "weight_only"]
     Example:
         >>> q = quantize(model, "dynamic"); logits = q(x)
     """
-    if mode not in ("dynamic", "static", "weight_only"):
+    if mode not in ("dynamic", "static", *WEIGHT_ONLY):
         raise ConfigError(f"post-training quantization mode '{mode}' is unknown; valid: dynamic, static, "
-                          "weight_only (qat goes through prepare_qat and convert_qat)")
+                          "weight_only, weight_only_int4 (qat goes through prepare_qat and convert_qat)")
     check_supported(model, mode)
-    if mode == "weight_only":
+    if mode in WEIGHT_ONLY:
         from ember.compress.weight_only import to_weight_only
 
-        return _tag(to_weight_only(copy.deepcopy(model).cpu().eval()), "weight_only", "weight_only")
+        return _tag(to_weight_only(copy.deepcopy(model).cpu().eval(), WEIGHT_ONLY[mode]), mode, "weight_only")
     with _torch_ao() as tq:
         if mode == "dynamic":
             return _tag(_dynamic(model, tq), "dynamic", "dynamic")
@@ -363,28 +367,30 @@ def load_quantized(model: nn.Module, tensors: dict[str, Tensor], meta: dict[str,
 
 def _weight_only_state(qmodel: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """A weight-only model's state is already plain tensors; meta names the int8 layers."""
-    from ember.compress.weight_only import Int8WeightLinear
+    from ember.compress.weight_only import Int4WeightLinear, Int8WeightLinear
 
     tensors = {k: v.detach().contiguous() for k, v in qmodel.state_dict().items()}
-    layers = [name for name, m in qmodel.named_modules() if isinstance(m, Int8WeightLinear)]
-    int8 = sum(t.numel() for k, t in tensors.items() if k.endswith(".weight_int8"))
+    layers = [name for name, m in qmodel.named_modules() if isinstance(m, Int8WeightLinear | Int4WeightLinear)]
+    int4 = [name for name, m in qmodel.named_modules() if isinstance(m, Int4WeightLinear)]
+    int8 = sum(t.numel() for k, t in tensors.items() if k.endswith((".weight_int8", ".weight_int4")))
     floats = sum(t.numel() * t.element_size() for t in tensors.values() if t.is_floating_point())
-    return tensors, {"version": META_VERSION, "mode": "weight_only", "scheme": "weight_only",
-                     "torch": torch.__version__.split("+")[0], "layers": layers, "int8_bytes": int8,
-                     "float_bytes": floats}
+    return tensors, {"version": META_VERSION, "mode": getattr(qmodel, "ember_quant_mode", "weight_only"),
+                     "scheme": "weight_only", "torch": torch.__version__.split("+")[0], "layers": layers,
+                     "int4_layers": int4, "int8_bytes": int8, "float_bytes": floats}
 
 
 def _load_weight_only(model: nn.Module, tensors: dict[str, Tensor], meta: dict[str, Any]) -> nn.Module:
     from ember.compress.weight_only import swap_in_shells
     from ember.errors import CheckpointError
 
-    layers = meta.get("layers")
-    if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
+    layers, int4 = meta.get("layers"), meta.get("int4_layers", [])
+    if not all(isinstance(names, list) and all(isinstance(n, str) for n in names) for names in (layers, int4)):
         raise CheckpointError("weight_only quantization meta has no list of layer names")
     try:
-        qmodel = swap_in_shells(copy.deepcopy(model).cpu(), layers)
+        qmodel = swap_in_shells(copy.deepcopy(model).cpu(), layers, frozenset(int4))
         qmodel.load_state_dict(tensors, strict=True)
     except (AttributeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
-        raise CheckpointError(f"weight_only int8 tensors do not fit this model: {first}") from None
-    return _tag(qmodel, "weight_only", "weight_only")
+        raise CheckpointError(f"weight_only tensors do not fit this model: {first}") from None
+    mode = str(meta.get("mode", "weight_only"))
+    return _tag(qmodel, mode if mode in WEIGHT_ONLY else "weight_only", "weight_only")
