@@ -91,6 +91,7 @@ class Int8WeightLinear(nn.Module):
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._scale: Tensor | None = None  # weight_scale in the kernel's activation dtype, made on first use
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> Int8WeightLinear:
@@ -107,14 +108,19 @@ class Int8WeightLinear(nn.Module):
         """The float weight (N, K) these int8 rows stand for."""
         return self.weight_int8.float() * self.weight_scale[:, None]
 
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        self._scale = None  # new scales: convert again on next use
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+
     def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
         rows = x.reshape(-1, self.in_features)  # (M, K)
         if rows.shape[0] > DECODE_ROWS:
             y = F.linear(rows.float(), self.dequantized(), self.bias)
         else:
             dtype = decode_dtype()
-            y = torch.ops.aten._weight_int8pack_mm(rows.to(dtype).contiguous(), self.weight_int8,
-                                                   self.weight_scale.to(dtype)).float()
+            if self._scale is None or self._scale.dtype != dtype:
+                self._scale = self.weight_scale.to(dtype)
+            y = torch.ops.aten._weight_int8pack_mm(rows.to(dtype).contiguous(), self.weight_int8, self._scale).float()
             if self.bias is not None:
                 y = y + self.bias
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
