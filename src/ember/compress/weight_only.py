@@ -25,7 +25,8 @@ AVX-512). A layer the kernel cannot take (rows not a multiple of 16, or inputs n
 of 32) gets int8 instead. The kernel's own packed layout is made when the module first runs,
 never stored: the file holds our nibble packing, which does not depend on the CPU.
 
-The module's state is plain tensors (`weight_int8`, `weight_scale`, `bias`): the child's
+The modules' state is plain tensors (`weight_int8`, `weight_scale`; `weight_int4`, `weight_min`,
+`weight_step`; `bias`): the child's
 safetensors file holds them as they are, and reloading swaps the same modules into a
 freshly built float model.
 """
@@ -82,7 +83,38 @@ def decode_dtype(bits: int = 8) -> torch.dtype:
     return _faster_dtype(lambda d: torch.ops.aten._weight_int8pack_mm(torch.randn(1, 576, dtype=d), w, scale.to(d)))
 
 
-class Int8WeightLinear(nn.Module):
+class _WeightOnlyLinear(nn.Module):
+    """What int8 and int4 share: a few rows through the integer kernel, many through the float GEMM."""
+
+    in_features: int
+    out_features: int
+    bias: Tensor | None
+
+    def dequantized(self) -> Tensor:  # (N, K) float
+        raise NotImplementedError
+
+    def _decode(self, rows: Tensor) -> Tensor:  # (M <= DECODE_ROWS, K) -> (M, N) float, without bias
+        raise NotImplementedError
+
+    def _forget_kernel_copies(self) -> None:
+        """Drop what `_decode` derived from the buffers (they are about to change)."""
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        self._forget_kernel_copies()
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
+        rows = x.reshape(-1, self.in_features)  # (M, K)
+        if rows.shape[0] > DECODE_ROWS:
+            y = F.linear(rows.float(), self.dequantized(), self.bias)
+        else:
+            y = self._decode(rows)
+            if self.bias is not None:
+                y = y + self.bias
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+
+class Int8WeightLinear(_WeightOnlyLinear):
     """nn.Linear with an int8 weight (N, K) and a float scale per output row (N,)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
@@ -108,22 +140,14 @@ class Int8WeightLinear(nn.Module):
         """The float weight (N, K) these int8 rows stand for."""
         return self.weight_int8.float() * self.weight_scale[:, None]
 
-    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
-        self._scale = None  # new scales: convert again on next use
-        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+    def _forget_kernel_copies(self) -> None:
+        self._scale = None
 
-    def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
-        rows = x.reshape(-1, self.in_features)  # (M, K)
-        if rows.shape[0] > DECODE_ROWS:
-            y = F.linear(rows.float(), self.dequantized(), self.bias)
-        else:
-            dtype = decode_dtype()
-            if self._scale is None or self._scale.dtype != dtype:
-                self._scale = self.weight_scale.to(dtype)
-            y = torch.ops.aten._weight_int8pack_mm(rows.to(dtype).contiguous(), self.weight_int8, self._scale).float()
-            if self.bias is not None:
-                y = y + self.bias
-        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+    def _decode(self, rows: Tensor) -> Tensor:
+        dtype = decode_dtype()
+        if self._scale is None or self._scale.dtype != dtype:
+            self._scale = self.weight_scale.to(dtype)
+        return torch.ops.aten._weight_int8pack_mm(rows.to(dtype).contiguous(), self.weight_int8, self._scale).float()
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
@@ -134,7 +158,7 @@ def int4_fits(linear: nn.Linear) -> bool:
     return linear.out_features % 16 == 0 and linear.in_features % GROUP_SIZE == 0
 
 
-class Int4WeightLinear(nn.Module):
+class Int4WeightLinear(_WeightOnlyLinear):
     """nn.Linear with int4 weights: per row, groups of GROUP_SIZE with their own min and step."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
@@ -174,31 +198,20 @@ class Int4WeightLinear(nn.Module):
         groups = self.codes().float().reshape(self.out_features, -1, GROUP_SIZE)
         return (self.weight_min[..., None] + groups * self.weight_step[..., None]).reshape(self.out_features, -1)
 
-    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
-        self._kernel = None  # new codes: pack again on next use
-        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+    def _forget_kernel_copies(self) -> None:
+        self._kernel = None
 
-    def _packed(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def _decode(self, rows: Tensor) -> Tensor:
+        dtype = decode_dtype(4)
         if self._kernel is None or self._kernel[1].dtype != dtype:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().to(torch.int32), 1)
             # The kernel computes (q - 8) * step + zero per group: zero is the value code 8 stands for.
             zero = self.weight_min + 8 * self.weight_step
             pairs = torch.stack([self.weight_step, zero], dim=-1).transpose(0, 1).contiguous()  # (G, N, 2)
             self._kernel = (packed, pairs.to(dtype))
-        return self._kernel
-
-    def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
-        rows = x.reshape(-1, self.in_features)  # (M, K)
-        if rows.shape[0] > DECODE_ROWS:
-            y = F.linear(rows.float(), self.dequantized(), self.bias)
-        else:
-            dtype = decode_dtype(4)
-            packed, pairs = self._packed(dtype)
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(dtype).contiguous(), packed, GROUP_SIZE,
-                                                           pairs).float()
-            if self.bias is not None:
-                y = y + self.bias
-        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        packed, pairs = self._kernel
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(dtype).contiguous(), packed, GROUP_SIZE,
+                                                          pairs).float()
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 weights, groups of {GROUP_SIZE}"
