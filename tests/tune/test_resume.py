@@ -23,6 +23,19 @@ def _mid_trial(study_dir: Path) -> bool:
                for t in study_dir.glob("trial-*"))
 
 
+def _wait_until_unchanged(path: Path, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
+    """Return once `path` has kept its size and mtime for `quiet_s` (at most `limit_s`)."""
+    end, last, since = time.monotonic() + limit_s, None, time.monotonic()
+    while time.monotonic() < end:
+        stat = path.stat()
+        now = (stat.st_size, stat.st_mtime_ns)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_killed_study_resumes_without_losing_or_duplicating_trials(tmp_path: Path) -> None:
     space = write_space(tmp_path / "space.yaml", {"optim.lr": {"loguniform": [1e-3, 3e-2]},
@@ -42,6 +55,9 @@ def test_killed_study_resumes_without_losing_or_duplicating_trials(tmp_path: Pat
         os.kill(proc.pid, signal.SIGKILL)  # no clean-up at all; its workers see their parent gone
     finally:
         proc.wait(timeout=60)
+    # Its workers end within their watcher's 0.2 s poll, and one may still tell a trial it was
+    # finishing: read the journal once it has stopped changing, not the instant the parent died.
+    _wait_until_unchanged(study_dir / "journal.log")
     storage = JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
     before = optuna.load_study(study_name="kr", storage=storage).get_trials()
     interrupted = [t.number for t in before if t.state.name == "RUNNING"]
