@@ -70,7 +70,7 @@ def timed(fn: Any, *args: Any) -> tuple[float, list[int]]:
     return time.perf_counter() - t0, tokens
 
 
-def int8_child(run: Path, given: str | None, mode: str) -> Path:
+def quantized_child(run: Path, given: str | None, mode: str) -> Path:
     """The quantized child of `run` in `mode`: `given`, or one `ember compress` writes now."""
     if given:
         return Path(given)
@@ -121,7 +121,7 @@ def main() -> None:
     ids = torch.tensor([tok.encode(args.prompt)], dtype=torch.long)
     hf = hf_twin(fp32.model.eval(), fp32.config)
     modes = args.modes.split(",")
-    children = {mode: int8_child(run, args.int8, mode) for mode in modes}
+    children = {mode: quantized_child(run, args.int8, mode) for mode in modes}
     variants = {"ember_fp32": (ember_tokens, fp32.model.eval()),
                 **{f"ember_{mode}": (ember_tokens, load_run(path).model.eval()) for mode, path in children.items()},
                 "hf_fp32": (hf_tokens, hf)}
