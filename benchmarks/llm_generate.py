@@ -12,8 +12,11 @@ of `--modes` (default: weight_only, int8 per output row, and weight_only_int4, i
 32; both quantize every Linear, the tied head included, activations stay float; `dynamic`
 quantizes the activations too) unless `--int8` names one. Held-out
 perplexity of each on `--ppl-data` (the Austen recipe's test windows by default, when
-janeaustenr is installed) says what quantizing costs. Prints JSON; `--profile N` prints instead
-where each variant's time goes (torch.profiler's top operations over N decoded tokens).
+janeaustenr is installed) says what quantizing costs. With `--compile` (the default; `--no-compile`
+leaves it out) every Ember variant also runs with its one-token steps through torch.compile
+(`ember.models.compiled_decoding`, what `ember generate --compile` does), compiled before timing.
+Prints JSON; `--profile N` prints instead where each variant's time goes (torch.profiler's top
+operations over N decoded tokens).
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompt", default="The history of the printing press begins")
     parser.add_argument("--ppl-data", default="austen", help="'austen' (the LoRA recipe's test windows) or 'none'")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time each Ember variant with compiled decoding steps")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="instead of timing: torch.profiler's top operations over N decoded tokens per variant")
     args = parser.parse_args()
@@ -122,16 +127,23 @@ def main() -> None:
     hf = hf_twin(fp32.model.eval(), fp32.config)
     modes = args.modes.split(",")
     children = {mode: quantized_child(run, args.int8, mode) for mode in modes}
+    paths = {"fp32": run, **children}
     variants = {"ember_fp32": (ember_tokens, fp32.model.eval()),
                 **{f"ember_{mode}": (ember_tokens, load_run(path).model.eval()) for mode, path in children.items()},
                 "hf_fp32": (hf_tokens, hf)}
+    if args.compile:
+        from ember.models.compiled_decoding import compile_decoding
+
+        for name, path in paths.items():  # a model of its own: compile_decoding marks the instance
+            variants[f"ember_{name}_compiled"] = (ember_tokens, compile_decoding(load_run(path).model))
     if args.profile:
         profile(variants, ids, args.profile)
         return
     best: dict[str, float] = {}
     tokens: dict[str, list[int]] = {}
-    for fn, model in variants.values():  # warm-up: allocator, packed weights, HF's caches
-        timed(fn, model, ids, 8)
+    compile_seconds: dict[str, float] = {}
+    for name, (fn, model) in variants.items():  # warm-up: allocator, packed weights, HF's caches, compiling
+        compile_seconds[name] = round(timed(fn, model, ids, 8)[0], 1)
     for _ in range(args.repeats):
         for name, (fn, model) in variants.items():
             seconds, tokens[name] = timed(fn, model, ids, args.tokens)
@@ -150,8 +162,17 @@ def main() -> None:
         "hf_tokens_identical": tokens["hf_fp32"] == tokens["ember_fp32"],
         "tokens_equal_to_fp32_before_first_difference": {m: same_prefix(m) for m in modes},
         "text_fp32": tok.decode(tokens["ember_fp32"])[:200],
+        "warm_up_seconds": compile_seconds,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    if args.compile:
+        result |= {
+            "compiled_vs_hf": round(best["hf_fp32"] / best["ember_fp32_compiled"], 2),
+            "compiled_hf_tokens_identical": tokens["hf_fp32"] == tokens["ember_fp32_compiled"],
+            "compiled_vs_compiled_fp32": {m: round(best["ember_fp32_compiled"] / best[f"ember_{m}_compiled"], 2)
+                                          for m in modes},
+            "compiled_tokens_equal_to_eager": {name: tokens[f"ember_{name}_compiled"] == tokens[f"ember_{name}"]
+                                               for name in paths}}
     if args.ppl_data == "austen":
         cfg = ember.load_config("smollm2-lora-austen", [f"model.init_from={run}", f"data.tokenizer_from={run}"])
         from ember.data import build as build_data

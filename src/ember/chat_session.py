@@ -28,7 +28,7 @@ class ChatSession:
 
     The sampling settings (`max_new_tokens`, `temperature`, `top_k`, `top_p`,
     `repetition_penalty`, `presence_penalty`, `frequency_penalty`, `stop`) are those of
-    `ember.generation.generate`. Turn n samples with `seed + n`, so a conversation replays
+    `ember.generation.generate`, and so is `compile`. Turn n samples with `seed + n`, so a conversation replays
     exactly; `reset` starts the count again.
 
     Args:
@@ -39,9 +39,9 @@ class ChatSession:
     def __init__(self, run_dir: str | Path, system: str | None = None, *, max_new_tokens: int = 200,
                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 seed: int = 0, stop: list[str] | None = None) -> None:
+                 seed: int = 0, stop: list[str] | None = None, compile: bool = False) -> None:
         loaded = load_lm_run(run_dir, "chat", max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                             presence_penalty, frequency_penalty)
+                             presence_penalty, frequency_penalty, compile)
         self.loaded = loaded
         self.tok = load_tokenizer(loaded.run.path)
         self.template = find_chat_template(loaded.run.path)

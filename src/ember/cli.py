@@ -239,8 +239,10 @@ def _plan(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from ember.generation import generate
 
-    sys.stdout.write(args.prompt)
-    for piece in generate(args.run_dir, args.prompt, **sampling_kwargs(args)):
+    stream = generate(args.run_dir, args.prompt, **sampling_kwargs(args))
+    first = next(stream, "")  # loads the run: a bad run or setting fails before the prompt is echoed
+    sys.stdout.write(args.prompt + first)
+    for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

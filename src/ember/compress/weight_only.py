@@ -144,10 +144,14 @@ class Int8WeightLinear(_WeightOnlyLinear):
         self._scale = None
 
     def _decode(self, rows: Tensor) -> Tensor:
-        dtype = decode_dtype()
-        if self._scale is None or self._scale.dtype != dtype:
-            self._scale = self.weight_scale.to(dtype)
-        return torch.ops.aten._weight_int8pack_mm(rows.to(dtype).contiguous(), self.weight_int8, self._scale).float()
+        if self._scale is None:  # made once, outside any torch.compile graph (the probe times kernels)
+            self._scale = self._kernel_scale()
+        return torch.ops.aten._weight_int8pack_mm(rows.to(self._scale.dtype).contiguous(), self.weight_int8,
+                                                  self._scale).float()
+
+    @torch.compiler.disable
+    def _kernel_scale(self) -> Tensor:
+        return self.weight_scale.to(decode_dtype())
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
@@ -202,16 +206,19 @@ class Int4WeightLinear(_WeightOnlyLinear):
         self._kernel = None
 
     def _decode(self, rows: Tensor) -> Tensor:
-        dtype = decode_dtype(4)
-        if self._kernel is None or self._kernel[1].dtype != dtype:
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().to(torch.int32), 1)
-            # The kernel computes (q - 8) * step + zero per group: zero is the value code 8 stands for.
-            zero = self.weight_min + 8 * self.weight_step
-            pairs = torch.stack([self.weight_step, zero], dim=-1).transpose(0, 1).contiguous()  # (G, N, 2)
-            self._kernel = (packed, pairs.to(dtype))
+        if self._kernel is None:  # made once, outside any torch.compile graph
+            self._kernel = self._kernel_packing()
         packed, pairs = self._kernel
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(dtype).contiguous(), packed, GROUP_SIZE,
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(pairs.dtype).contiguous(), packed, GROUP_SIZE,
                                                           pairs).float()
+
+    @torch.compiler.disable
+    def _kernel_packing(self) -> tuple[Tensor, Tensor]:
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().to(torch.int32), 1)
+        # The kernel computes (q - 8) * step + zero per group: zero is the value code 8 stands for.
+        zero = self.weight_min + 8 * self.weight_step
+        pairs = torch.stack([self.weight_step, zero], dim=-1).transpose(0, 1).contiguous()  # (G, N, 2)
+        return packed, pairs.to(decode_dtype(4))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 weights, groups of {GROUP_SIZE}"

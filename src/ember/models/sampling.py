@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ember.errors import ConfigError
+from ember.models.compiled_decoding import decode_step_of
 
 __all__ = ["generate_text", "sample_next", "generate_ids", "penalize", "Penalties", "TextStream",
            "check_sampling"]
@@ -187,7 +188,11 @@ def generate_ids(model: nn.Module, idx: Tensor, max_new_tokens: int, block_size:
         nxt = torch.tensor([[token]], dtype=torch.long, device=idx.device)
         idx = torch.cat([idx, nxt], dim=1)
         if cache is not None and pos < block_size:
-            logits = _last_logits(base, nxt, cache, pos, vocab_size)
+            step = decode_step_of(base)  # set by compile_decoding
+            if step is None:
+                logits = _last_logits(base, nxt, cache, pos, vocab_size)
+            else:
+                logits = step(nxt, cache, pos)[:, -1, :vocab_size].float()
             pos += 1
         else:
             window = idx[:, -block_size:]
