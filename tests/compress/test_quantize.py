@@ -283,6 +283,8 @@ def test_weight_only_int4_groups_decode_batches_agree_and_round_trip() -> None:
     qmodel = quantize(_model(cfg, LM), "weight_only_int4")
     tensors, meta = quantized_state(qmodel)
     assert meta["mode"] == "weight_only_int4" and meta["int4_layers"]
+    # the output head stays int8: every logit goes through it
+    assert "lm_head" not in meta["int4_layers"] and isinstance(qmodel.lm_head, Int8WeightLinear)
     again = load_quantized(_model(cfg, LM, seed=5), tensors, json.loads(json.dumps(meta)), _tokens(LM))
     xt = _tokens(LM, 2)
     with torch.no_grad():
