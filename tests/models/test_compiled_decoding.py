@@ -86,3 +86,15 @@ def test_cli_without_a_compiler_exits_2_before_writing(tmp_path: Path, monkeypat
     assert main(["generate", str(run), "--prompt", "Paris", "--compile"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "needs a C++ compiler" in err
+
+
+def test_two_compiled_models_in_one_process_keep_their_own_graphs() -> None:
+    from ember.compress.weight_only import to_weight_only
+
+    first, second = _llama(), to_weight_only(_llama())  # the second's Linear layers are int8 modules
+    prompt = torch.randint(0, 61, (1, 5))
+    eager = _greedy(second, prompt, 10)
+    compile_decoding(first)
+    compile_decoding(second)
+    _greedy(first, prompt, 10)
+    assert _greedy(second, prompt, 10) == eager

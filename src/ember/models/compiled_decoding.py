@@ -20,8 +20,10 @@ cache makes later processes faster). On a CPU Inductor needs a C++ compiler.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,9 @@ def check_compiler(device: torch.device) -> None:
                               "or decode without compile") from e
 
 
+_copies = itertools.count()
+
+
 def _step(model: nn.Module, idx: Tensor, cache: Any, start: int) -> Tensor:
     return model(idx, kv_cache=cache, start_pos=start)  # (B, 1, V_padded)
 
@@ -64,7 +69,11 @@ def compile_decoding(model: nn.Module) -> nn.Module:
         raise ConfigError(f"compile: {type(model).__name__} has no KV cache, so there is no decoding step to compile")
     first = next(model.parameters(), None)
     check_compiler(first.device if first is not None else torch.device("cpu"))
-    compiled = torch.compile(_step, dynamic=True,
+    # TorchDynamo keeps its compiled graphs per code object, and with the module guards skipped it
+    # could not tell two models apart: each model gets its own copy of `_step`'s code.
+    code = _step.__code__.replace(co_name=f"_step_{next(_copies)}")
+    own_step = types.FunctionType(code, _step.__globals__, code.co_name)
+    compiled = torch.compile(own_step, dynamic=True,
                              options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
     model.eval()
     # A plain attribute, not a submodule: state_dict, parameters and copies of the weights ignore it.
