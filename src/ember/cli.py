@@ -239,7 +239,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from ember.generation import generate
 
-    stream = generate(args.run_dir, args.prompt, **sampling_kwargs(args))
+    stream = iter(generate(args.run_dir, args.prompt, **sampling_kwargs(args)))
     first = next(stream, "")  # loads the run: a bad run or setting fails before the prompt is echoed
     sys.stdout.write(args.prompt + first)
     for piece in stream:
