@@ -26,8 +26,7 @@ from ember.data.bundle import DataInfo
 from ember.errors import ConfigError
 from ember.models.attention import attention_reference
 from ember.models.common import MAX_WIDTH, ModelSection
-from ember.models.compiled_decoding import decode_step_of
-from ember.models.sampling import sample_next
+from ember.models.sampling import sample_next, step_logits
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "build_gpt", "flops_per_token"]
 
@@ -288,11 +287,7 @@ class GPT(nn.Module):
                 return  # no forward pass for a token nobody will ask for
             idx = torch.cat([idx, nxt], dim=1)[:, -self.block_size:]  # (B, <= block_size)
             if cache is not None and cache.length < self.block_size:
-                step = decode_step_of(self)  # set by compile_decoding
-                if step is None:
-                    logits = self._next_logits(nxt, cache, vocab)  # one new position
-                else:
-                    logits = step(nxt, cache, cache.length)[:, -1, :vocab].float()
+                logits = step_logits(self, nxt, cache, cache.length, vocab)  # one new position
             else:
                 if cache is not None:  # full: positions shift, so cached keys no longer apply
                     cache.reset()

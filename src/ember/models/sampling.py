@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ember.errors import ConfigError
 from ember.models.compiled_decoding import decode_step_of
 
-__all__ = ["generate_text", "sample_next", "generate_ids", "penalize", "Penalties", "TextStream",
+__all__ = ["generate_text", "sample_next", "generate_ids", "step_logits", "penalize", "Penalties", "TextStream",
            "check_sampling"]
 
 
@@ -156,6 +156,17 @@ def _last_logits(model: nn.Module, idx: Tensor, cache: Any, start: int, vocab: i
     return out[:, -1, :vocab].float()  # (1, V): padded ids sliced away, never sampled
 
 
+def step_logits(model: nn.Module, nxt: Tensor, cache: Any, start: int, vocab: int) -> Tensor:
+    """Logits (B, vocab) after one new token per row (nxt: (B, 1)) at `start`, extending `cache`.
+
+    Through the compiled step when `compile_decoding` gave the model one.
+    """
+    step = decode_step_of(model)
+    if step is None:
+        return _last_logits(model, nxt, cache, start, vocab)
+    return step(nxt, cache, start)[:, -1, :vocab].float()
+
+
 @torch.no_grad()
 def generate_ids(model: nn.Module, idx: Tensor, max_new_tokens: int, block_size: int, vocab_size: int,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -188,11 +199,7 @@ def generate_ids(model: nn.Module, idx: Tensor, max_new_tokens: int, block_size:
         nxt = torch.tensor([[token]], dtype=torch.long, device=idx.device)
         idx = torch.cat([idx, nxt], dim=1)
         if cache is not None and pos < block_size:
-            step = decode_step_of(base)  # set by compile_decoding
-            if step is None:
-                logits = _last_logits(base, nxt, cache, pos, vocab_size)
-            else:
-                logits = step(nxt, cache, pos)[:, -1, :vocab_size].float()
+            logits = step_logits(base, nxt, cache, pos, vocab_size)
             pos += 1
         else:
             window = idx[:, -block_size:]
