@@ -15,6 +15,9 @@ perplexity of each on `--ppl-data` (the Austen recipe's test windows by default,
 janeaustenr is installed) says what quantizing costs. With `--compile` (the default; `--no-compile`
 leaves it out) every Ember variant also runs with its one-token steps through torch.compile
 (`ember.models.compiled_decoding`, what `ember generate --compile` does), compiled before timing.
+`--drafts` (default int8,int4) adds speculative decoding of the fp32 model with each quantized
+child as the draft (`ember generate --draft`), `--draft-tokens` per check, eager and compiled;
+its greedy tokens must equal fp32's, and the share of drafted tokens kept is reported.
 Prints JSON; `--profile N` prints instead where each variant's time goes (torch.profiler's top
 operations over N decoded tokens).
 """
@@ -58,6 +61,14 @@ def hf_twin(run_model: nn.Module, cfg: Any) -> nn.Module:
 
 def ember_tokens(model: nn.Module, ids: torch.Tensor, n: int) -> list[int]:
     return [int(t) for t in torch.cat(list(model.generate(ids, n, temperature=0.0)), dim=1)[0]]
+
+
+def speculative_tokens(models: tuple[nn.Module, nn.Module, int, Any], ids: torch.Tensor, n: int) -> list[int]:
+    from ember.models.speculative import speculative_ids
+
+    target, draft, k, stats = models
+    return list(speculative_ids(target, draft, ids, n, target.block_size, target.vocab_size, 0.0,
+                                draft_tokens=k, stats=stats))
 
 
 def hf_tokens(model: nn.Module, ids: torch.Tensor, n: int) -> list[int]:
@@ -115,6 +126,10 @@ def main() -> None:
     parser.add_argument("--ppl-data", default="austen", help="'austen' (the LoRA recipe's test windows) or 'none'")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="also time each Ember variant with compiled decoding steps")
+    parser.add_argument("--drafts", default="int8,int4",
+                        help="speculative decoding of fp32 with these children as drafts (comma-separated "
+                             "int8,int4; 'none' leaves it out)")
+    parser.add_argument("--draft-tokens", type=int, default=8, help="tokens drafted per check")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="instead of timing: torch.profiler's top operations over N decoded tokens per variant")
     args = parser.parse_args()
@@ -136,6 +151,17 @@ def main() -> None:
 
         for name, path in paths.items():  # a model of its own: compile_decoding marks the instance
             variants[f"ember_{name}_compiled"] = (ember_tokens, compile_decoding(load_run(path).model))
+    from ember.models.speculative import SpeculativeStats
+
+    bits = {"int8": "weight_only", "int4": "weight_only_int4"}
+    drafts = [d for d in args.drafts.split(",") if d != "none" and bits[d] in paths]
+    stats: dict[str, SpeculativeStats] = {}
+    for d in drafts:
+        for suffix in ("", "_compiled") if args.compile else ("",):
+            name = f"ember_fp32_draft_{d}{suffix}"
+            stats[name] = SpeculativeStats()
+            target, draft = variants[f"ember_fp32{suffix}"][1], variants[f"ember_{bits[d]}{suffix}"][1]
+            variants[name] = (speculative_tokens, (target, draft, args.draft_tokens, stats[name]))
     if args.profile:
         profile(variants, ids, args.profile)
         return
@@ -145,6 +171,8 @@ def main() -> None:
     for name, (fn, model) in variants.items():  # warm-up: allocator, packed weights, HF's caches, compiling
         compile_seconds[name] = round(timed(fn, model, ids, 8)[0], 1)
     for _ in range(args.repeats):
+        for stat in stats.values():  # the figures of the last repeat only
+            stat.drafted = stat.accepted = stat.target_passes = 0
         for name, (fn, model) in variants.items():
             seconds, tokens[name] = timed(fn, model, ids, args.tokens)
             best[name] = min(best.get(name, float("inf")), seconds)
@@ -173,6 +201,14 @@ def main() -> None:
                                           for m in modes},
             "compiled_tokens_equal_to_eager": {name: tokens[f"ember_{name}_compiled"] == tokens[f"ember_{name}"]
                                                for name in paths}}
+    if stats:
+        result["speculative"] = {name: {
+            "draft_tokens": args.draft_tokens, "vs_hf": round(best["hf_fp32"] / best[name], 2),
+            "vs_fp32_alone": round(best[name.split("_draft_")[0] + ("_compiled" if "_compiled" in name else "")]
+                                   / best[name], 2),  # the same fp32 model, eager or compiled, decoding alone
+            "tokens_identical_to_hf": tokens[name] == tokens["hf_fp32"],
+            "acceptance": round(stat.acceptance, 3), "target_passes": stat.target_passes}
+            for name, stat in stats.items()}
     if args.ppl_data == "austen":
         cfg = ember.load_config("smollm2-lora-austen", [f"model.init_from={run}", f"data.tokenizer_from={run}"])
         from ember.data import build as build_data

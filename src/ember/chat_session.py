@@ -14,9 +14,9 @@ from typing import Any
 
 from ember.chat_format import end_of_turn_ids, fallback_stops, find_chat_template, format_chat
 from ember.errors import ConfigError
-from ember.generation import load_lm_run
+from ember.generation import load_draft, load_lm_run
 from ember.loading import load_tokenizer
-from ember.models.sampling import generate_text
+from ember.models.decoding import generate_text
 
 __all__ = ["ChatSession", "chat", "chat_stream"]
 
@@ -28,7 +28,7 @@ class ChatSession:
 
     The sampling settings (`max_new_tokens`, `temperature`, `top_k`, `top_p`,
     `repetition_penalty`, `presence_penalty`, `frequency_penalty`, `stop`) are those of
-    `ember.generation.generate`, and so is `compile`. Turn n samples with `seed + n`, so a conversation replays
+    `ember.generation.generate`, and so are `compile`, `draft` and `draft_tokens`. Turn n samples with `seed + n`, so a conversation replays
     exactly; `reset` starts the count again.
 
     Args:
@@ -39,10 +39,13 @@ class ChatSession:
     def __init__(self, run_dir: str | Path, system: str | None = None, *, max_new_tokens: int = 200,
                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 seed: int = 0, stop: list[str] | None = None, compile: bool = False) -> None:
+                 seed: int = 0, stop: list[str] | None = None, compile: bool = False,
+                 draft: str | Path | None = None, draft_tokens: int = 6) -> None:
         loaded = load_lm_run(run_dir, "chat", max_new_tokens, temperature, top_k, top_p, repetition_penalty,
                              presence_penalty, frequency_penalty, compile)
         self.loaded = loaded
+        self.draft = load_draft(draft, loaded, draft_tokens, compile)
+        self.draft_tokens = draft_tokens
         self.tok = load_tokenizer(loaded.run.path)
         self.template = find_chat_template(loaded.run.path)
         self.context = int(getattr(loaded.model, "block_size", loaded.info.input_shape[0]))
@@ -109,7 +112,8 @@ class ChatSession:
         prompt = self.prompt()
         loaded = self.loaded
         pieces = generate_text(loaded.model, self.tok, loaded.info, prompt, seed=self.seed + self.turns,
-                               stop=self.stop, stop_ids=self.stop_ids, **self.settings, **self.penalties)
+                               stop=self.stop, stop_ids=self.stop_ids, draft=self.draft,
+                               draft_tokens=self.draft_tokens, **self.settings, **self.penalties)
         self.turns += 1
         parts: list[str] = []
         try:

@@ -84,6 +84,11 @@ def add_sampling_flags(parser: Any, max_new_tokens: int = 200) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="decode through torch.compile: faster tokens after a first step that compiles "
                              "(about a minute for a 30-layer model; needs a C++ compiler on a CPU)")
+    parser.add_argument("--draft", default=None, metavar="int8|int4|RUN",
+                        help="speculative decoding: a fast draft writes tokens the model checks several at a time; "
+                             "int8/int4 = this run quantized in memory, or a run folder with the same tokenizer. "
+                             "Greedy text stays the model's own")
+    parser.add_argument("--draft-tokens", type=int_in(1, 16), default=6, help="tokens drafted per check (default 6)")
 
 
 def sampling_kwargs(args: Any) -> dict[str, Any]:
@@ -91,4 +96,5 @@ def sampling_kwargs(args: Any) -> dict[str, Any]:
     return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
             "top_p": args.top_p, "seed": args.seed, "stop": args.stop,
             "repetition_penalty": args.repetition_penalty, "presence_penalty": args.presence_penalty,
-            "frequency_penalty": args.frequency_penalty, "compile": args.compile}
+            "frequency_penalty": args.frequency_penalty, "compile": args.compile, "draft": args.draft,
+            "draft_tokens": args.draft_tokens}

@@ -1,7 +1,7 @@
 """Compiled decoding: the torch.compile'd one-token step gives the eager step's logits and tokens.
 
 One compile per model (tiny, 2 layers); both streaming loops (the model's `generate` and
-`ember.models.sampling.generate_ids`, which `ember generate` and `ember chat` use) go through it.
+`ember.models.decoding.generate_ids`, which `ember generate` and `ember chat` use) go through it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 
 from ember.errors import ConfigError
 from ember.models.compiled_decoding import compile_decoding, decode_step_of
+from ember.models.decoding import generate_ids
 from ember.models.gpt import GPT, GPTConfig
 from ember.models.llama import Llama, LlamaConfig
-from ember.models.sampling import generate_ids
 
 
 def _llama() -> Llama:

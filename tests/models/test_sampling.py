@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from ember.errors import ConfigError
+from ember.models.decoding import generate_ids, generate_text
 from ember.models.gpt import GPT, GPTConfig
-from ember.models.sampling import Penalties, TextStream, generate_ids, generate_text, penalize
+from ember.models.sampling import Penalties, TextStream, penalize
 from ember.serve.continuous import GenRequest, Scheduler
 
 VOCAB, BLOCK = 12, 16

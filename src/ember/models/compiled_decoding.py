@@ -8,7 +8,7 @@ small operations per layer) costs more in dispatch than in arithmetic. torch.com
 library calls as before, so the time per token approaches the time to read the weights.
 
 `compile_decoding(model)` sets `model.decode_step`; the streaming loops (`GPT.generate`,
-`Llama.generate`, `ember.models.sampling.generate_ids`) send every one-token step with a KV
+`Llama.generate`, `ember.models.decoding.generate_ids`) send every one-token step with a KV
 cache through it and the prompt through the eager model, so only one shape family is ever
 compiled (`dynamic=True`: the position and the cache length vary without recompiling).
 The compiled step skips the guards that re-check module attributes on every call (they cost
@@ -76,6 +76,12 @@ def compile_decoding(model: nn.Module) -> nn.Module:
     compiled = torch.compile(own_step, dynamic=True,
                              options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
     model.eval()
+    # One eager step first: state a module makes on first use (the weight-only kernels' copies)
+    # then exists, so the compiled graph never breaks to make it (a break per layer would
+    # recompile once per layer index and hit TorchDynamo's recompile limit).
+    with torch.no_grad():
+        probe = torch.zeros(1, 1, dtype=torch.long, device=first.device if first is not None else "cpu")
+        model(probe, kv_cache=model.new_cache(1, 1), start_pos=0)
     # A plain attribute, not a submodule: state_dict, parameters and copies of the weights ignore it.
     model.__dict__["decode_step"] = lambda idx, cache, start: compiled(model, idx, cache, start)
     return model

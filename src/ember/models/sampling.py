@@ -1,9 +1,7 @@
 """Sampling from a language model: next-token choice, penalties, token streams, text streams.
 
 Beside the decoders (the GPT uses `sample_next` in its own loop); it reads no run folder.
-The decoding loop here works through the interface Ember's decoders share,
-`model.new_cache(batch)` and `model(idx, kv_cache=, start_pos=)`, and falls back to
-recomputing the window for models without a cache.
+The streaming loops built on these pieces are in `ember.models.decoding`.
 
 Penalties (applied to the logits before temperature, top-k and top-p):
 
@@ -16,7 +14,7 @@ Penalties (applied to the logits before temperature, top-k and top-p):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,7 +23,7 @@ from torch import Tensor, nn
 from ember.errors import ConfigError
 from ember.models.compiled_decoding import decode_step_of
 
-__all__ = ["generate_text", "sample_next", "generate_ids", "step_logits", "penalize", "Penalties", "TextStream",
+__all__ = ["sample_next", "filtered_probs", "last_logits", "step_logits", "penalize", "Penalties", "TextStream",
            "check_sampling"]
 
 
@@ -34,6 +32,11 @@ def sample_next(logits: Tensor, temperature: float, top_k: int | None, top_p: fl
     """One token id per row of `logits` (B, V): greedy at temperature 0, else filtered sampling."""
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
+    return torch.multinomial(filtered_probs(logits, temperature, top_k, top_p), 1, generator=generator)
+
+
+def filtered_probs(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
+    """The distribution (B, V) `sample_next` draws from at `temperature` > 0, after top-k and top-p."""
     logits = logits.float() / temperature
     if top_k is not None:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
@@ -44,8 +47,7 @@ def sample_next(logits: Tensor, temperature: float, top_k: int | None, top_p: fl
         drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)
+    return logits.softmax(-1)
 
 
 def penalize(logits: Tensor, seen: Tensor, counts: Tensor, repetition: float = 1.0, presence: float = 0.0,
@@ -151,7 +153,7 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: fl
             raise ConfigError(message)
 
 
-def _last_logits(model: nn.Module, idx: Tensor, cache: Any, start: int, vocab: int) -> Tensor:
+def last_logits(model: nn.Module, idx: Tensor, cache: Any, start: int, vocab: int) -> Tensor:
     out = model(idx, kv_cache=cache, start_pos=start) if cache is not None else model(idx)
     return out[:, -1, :vocab].float()  # (1, V): padded ids sliced away, never sampled
 
@@ -163,83 +165,5 @@ def step_logits(model: nn.Module, nxt: Tensor, cache: Any, start: int, vocab: in
     """
     step = decode_step_of(model)
     if step is None:
-        return _last_logits(model, nxt, cache, start, vocab)
+        return last_logits(model, nxt, cache, start, vocab)
     return step(nxt, cache, start)[:, -1, :vocab].float()
-
-
-@torch.no_grad()
-def generate_ids(model: nn.Module, idx: Tensor, max_new_tokens: int, block_size: int, vocab_size: int,
-                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None, penalties: Penalties | None = None,
-                 stop_ids: set[int] | None = None) -> Iterator[int]:
-    """Token ids of one sequence (idx: (1, T)), one at a time, so callers can stream.
-
-    With a KV cache (`model.new_cache`) the prompt runs once and each step feeds one token;
-    once the window of `block_size` is full, positions shift, so each later step recomputes
-    the last `block_size` tokens, as models without a cache always do. A token in `stop_ids`
-    (the tokenizer's end of sequence) ends the stream and is not yielded.
-    """
-    base = getattr(model, "_orig_mod", model)  # a compiled module: its own module's cache path
-    cached = hasattr(base, "new_cache")
-    window = idx[:, -block_size:]
-    cache = base.new_cache(1) if cached else None
-    logits = _last_logits(base if cached else model, window, cache, 0, vocab_size)
-    pos = window.shape[1]
-    for step in range(max_new_tokens):
-        if penalties is not None:
-            logits = penalties.apply(logits)
-        token = int(sample_next(logits, temperature, top_k, top_p, generator))
-        if stop_ids and token in stop_ids:
-            return
-        yield token
-        if penalties is not None:
-            penalties.update(token)
-        if step == max_new_tokens - 1:
-            return  # no forward pass for a token nobody will ask for
-        nxt = torch.tensor([[token]], dtype=torch.long, device=idx.device)
-        idx = torch.cat([idx, nxt], dim=1)
-        if cache is not None and pos < block_size:
-            logits = step_logits(base, nxt, cache, pos, vocab_size)
-            pos += 1
-        else:
-            window = idx[:, -block_size:]
-            cache = base.new_cache(1) if cached else None
-            logits = _last_logits(base if cached else model, window, cache, 0, vocab_size)
-            pos = window.shape[1]
-
-
-def generate_text(model: nn.Module, tok: Any, info: Any, prompt: str, max_new_tokens: int = 200,
-                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-                  stop: list[str] | None = None, *, repetition_penalty: float = 1.0,
-                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                  stop_ids: set[int] | None = None) -> Iterator[str]:
-    """`generate` for an already loaded model and tokenizer (the server keeps them in memory).
-
-    Ends after `max_new_tokens`, at the tokenizer's end-of-sequence id (`eos_id`, when it has
-    one) or one of `stop_ids` (a chat template's end-of-turn token), or where a `stop` string
-    appears (never included). The same seed gives the same text.
-    """
-    if info.task != "lm":
-        raise ConfigError(f"generate needs a language-model run; this is a {info.task} run")
-    check_sampling(temperature, top_k, top_p, repetition_penalty, presence_penalty, frequency_penalty)
-    ids = tok.encode(prompt) or [0]
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    idx = torch.tensor([ids], dtype=torch.long, device=device)
-    gen = torch.Generator(device=device.type).manual_seed(seed)
-    vocab = int(info.extra.get("vocab_size", info.num_outputs))
-    block = int(getattr(model, "block_size", info.input_shape[0]))
-    pen = Penalties(vocab, ids, repetition_penalty, presence_penalty, frequency_penalty, device)
-    eos = getattr(tok, "eos_id", None)
-    ends = ({int(eos)} if isinstance(eos, int) else set()) | set(stop_ids or ())
-    model.eval()
-    stream = TextStream(tok, stop)
-    for token in generate_ids(model, idx, max_new_tokens, block, vocab, temperature, top_k, top_p, gen,
-                              pen if pen.active else None, ends or None):
-        piece, stopped = stream.push(token)
-        if piece:
-            yield piece
-        if stopped:
-            return
-    if tail := stream.flush():
-        yield tail

@@ -236,7 +236,7 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
             raise HTTPException(400, "generate needs a language-model run served with --runtime torch")
         from starlette.concurrency import iterate_in_threadpool
 
-        from ember.models.sampling import generate_text
+        from ember.models.decoding import generate_text
 
         pieces = generate_text(loaded.model, tokenizer, loaded.info, body.prompt, body.max_new_tokens,
                                body.temperature, body.top_k, body.top_p, body.seed, body.stop,

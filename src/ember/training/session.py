@@ -25,7 +25,7 @@ from ember.config import ExperimentConfig, from_dict, load, to_yaml
 from ember.data.bundle import DataBundle
 from ember.errors import ConfigError, RunError
 from ember.loading import read_config
-from ember.models.sampling import generate_ids
+from ember.models.decoding import generate_ids
 from ember.privacy.model import private_model, record_fixes
 from ember.privacy.report import read_budget
 from ember.runs import Run, atomic_write_text, lock_run, new_run_dir, open_run, unlock_run
