@@ -88,7 +88,7 @@ def add_sampling_flags(parser: Any, max_new_tokens: int = 200) -> None:
                         help="speculative decoding: a fast draft writes tokens the model checks several at a time; "
                              "int8/int4 = this run quantized in memory, or a run folder with the same tokenizer. "
                              "Greedy text stays the model's own")
-    parser.add_argument("--draft-tokens", type=int_in(1, 16), default=6, help="tokens drafted per check (default 6)")
+    parser.add_argument("--draft-tokens", type=int_in(1, 16), default=8, help="tokens drafted per check (default 8)")
 
 
 def sampling_kwargs(args: Any) -> dict[str, Any]:

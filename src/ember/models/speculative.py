@@ -98,7 +98,7 @@ def speculative_ids(target: nn.Module, draft: nn.Module, idx: Tensor, max_new_to
                     vocab_size: int, temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None, generator: torch.Generator | None = None,
                     penalties: Penalties | None = None, stop_ids: set[int] | None = None,
-                    draft_tokens: int = 6, stats: SpeculativeStats | None = None) -> Iterator[int]:
+                    draft_tokens: int = 8, stats: SpeculativeStats | None = None) -> Iterator[int]:
     """Token ids of one sequence (idx: (1, T)), as `decoding.generate_ids` yields them, drafted `draft_tokens` at a time.
 
     Both models need a KV cache and the same vocabulary (`check_draft`); the draft must
