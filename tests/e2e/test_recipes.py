@@ -30,7 +30,8 @@ TINY: dict[str, list[str]] = {
     "stdlib-bpe-gpt": ["data.max_chars=120000", "data.block_size=32", "data.bpe_vocab_size=300",
                        "model.n_layer=1", "model.n_embd=32"],
     "gpt2-124m": ["data.max_chars=120000", "data.block_size=32", "data.bpe_vocab_size=300", "model.n_layer=1",
-                  "model.n_embd=32", "model.n_head=2", "train.compile=false", "data.batch_size=4"],
+                  "model.n_embd=32", "model.n_head=2", "train.compile=false", "data.batch_size=4",
+                  "train.precision=fp32"],  # its bf16 is for GPUs; a CPU without native bf16 refuses it
     "stdlib-modules-transformer": ["data.per_class=8", "data.max_len=32", "model.d_model=16", "model.d_ff=16"],
     "stdlib-modules-lstm": ["data.per_class=8", "data.max_len=32", "model.hidden_size=8"],
     "stdlib-modules-minilm": ["data.per_class=4", "data.batch_size=8"],
