@@ -17,6 +17,7 @@ from ember.errors import ConfigError
 from ember.generation import load_draft, load_lm_run
 from ember.loading import load_tokenizer
 from ember.models.decoding import generate_text
+from ember.models.speculative import DRAFT_TOKENS
 
 __all__ = ["ChatSession", "chat", "chat_stream"]
 
@@ -40,7 +41,7 @@ class ChatSession:
                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                  seed: int = 0, stop: list[str] | None = None, compile: bool = False,
-                 draft: str | Path | None = None, draft_tokens: int = 8) -> None:
+                 draft: str | Path | None = None, draft_tokens: int = DRAFT_TOKENS) -> None:
         loaded = load_lm_run(run_dir, "chat", max_new_tokens, temperature, top_k, top_p, repetition_penalty,
                              presence_penalty, frequency_penalty, compile)
         self.loaded = loaded

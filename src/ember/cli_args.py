@@ -88,7 +88,8 @@ def add_sampling_flags(parser: Any, max_new_tokens: int = 200) -> None:
                         help="speculative decoding: a fast draft writes tokens the model checks several at a time; "
                              "int8/int4 = this run quantized in memory, or a run folder with the same tokenizer. "
                              "Greedy text stays the model's own")
-    parser.add_argument("--draft-tokens", type=int_in(1, 16), default=8, help="tokens drafted per check (default 8)")
+    parser.add_argument("--draft-tokens", type=int_in(1, 16), default=8,  # speculative.DRAFT_TOKENS; not imported: the CLI stays torch-free
+                        help="tokens drafted per check (default 8)")
 
 
 def sampling_kwargs(args: Any) -> dict[str, Any]:

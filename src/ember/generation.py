@@ -12,7 +12,7 @@ from ember.errors import ConfigError
 from ember.loading import load_run, load_tokenizer
 from ember.models.decoding import generate_text
 from ember.models.sampling import check_sampling
-from ember.models.speculative import check_draft
+from ember.models.speculative import DRAFT_TOKENS, check_draft
 from ember.safe_paths import inside, read_text
 
 __all__ = ["generate", "load_lm_run", "load_draft", "QUANTIZED_DRAFTS"]
@@ -43,7 +43,7 @@ def load_lm_run(run_dir: str | Path, command: str, max_new_tokens: int, temperat
     return loaded
 
 
-def load_draft(draft: str | Path | None, loaded: Any, draft_tokens: int = 8, compile: bool = False) -> nn.Module | None:
+def load_draft(draft: str | Path | None, loaded: Any, draft_tokens: int = DRAFT_TOKENS, compile: bool = False) -> nn.Module | None:
     """The draft model for speculative decoding of `loaded` (a loaded language-model run), or None.
 
     `draft`: "int8" or "int4" (the run's own model, weight-only quantized in memory, as
@@ -89,7 +89,7 @@ def generate(run_dir: str | Path, prompt: str, max_new_tokens: int = 200, temper
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
              stop: list[str] | None = None, *, repetition_penalty: float = 1.0, presence_penalty: float = 0.0,
              frequency_penalty: float = 0.0, compile: bool = False, draft: str | Path | None = None,
-             draft_tokens: int = 8) -> Iterator[str]:
+             draft_tokens: int = DRAFT_TOKENS) -> Iterator[str]:
     """Stream the text a language-model run writes after `prompt`, piece by piece.
 
     Stops after `max_new_tokens`, at the tokenizer's end-of-sequence token, or when any of

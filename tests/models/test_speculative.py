@@ -185,3 +185,12 @@ def test_a_gpt_with_its_int8_copy_as_draft() -> None:
     stats = SpeculativeStats()
     assert list(speculative_ids(gpt, draft, PROMPT, 50, BLOCK, VOCAB, 0.0, stats=stats)) == plain
     assert stats.accepted > 0
+
+
+def test_the_cli_default_is_the_library_default() -> None:
+    from ember.cli import build_parser
+    from ember.models.speculative import DRAFT_TOKENS
+
+    _, commands = build_parser()
+    for name in ("generate", "chat"):
+        assert commands[name].parse_args(["RUN"]).draft_tokens == DRAFT_TOKENS

@@ -23,7 +23,7 @@ from ember.models.sampling import (
     sample_next,
     step_logits,
 )
-from ember.models.speculative import SpeculativeStats, speculative_ids
+from ember.models.speculative import DRAFT_TOKENS, SpeculativeStats, speculative_ids
 
 __all__ = ["generate_ids", "generate_text"]
 
@@ -73,7 +73,7 @@ def generate_text(model: nn.Module, tok: Any, info: Any, prompt: str, max_new_to
                   temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
                   stop: list[str] | None = None, *, repetition_penalty: float = 1.0,
                   presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                  stop_ids: set[int] | None = None, draft: nn.Module | None = None, draft_tokens: int = 8,
+                  stop_ids: set[int] | None = None, draft: nn.Module | None = None, draft_tokens: int = DRAFT_TOKENS,
                   stats: SpeculativeStats | None = None) -> Iterator[str]:
     """`generate` for an already loaded model and tokenizer (the server keeps them in memory).
 
