@@ -110,6 +110,12 @@ def _wait(cond: Any, what: str) -> None:
         time.sleep(0.01)
 
 
+def _post_alone(port: int, body: dict[str, Any]) -> None:
+    """A completion from another thread, on its own client: httpx pools are not shared across threads."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        client.post("/v1/completions", json=body)
+
+
 def test_queue_full_is_429_and_a_cancelled_stream_frees_its_slot(lm_run: Path) -> None:
     app = create_app(lm_run, max_batch=1, max_pending=1)
     sched = app.state.scheduler
@@ -120,7 +126,7 @@ def test_queue_full_is_429_and_a_cancelled_stream_frees_its_slot(lm_run: Path) -
         with http.stream("POST", "/v1/completions", json=body) as first:
             _wait(lambda: sched.active == 1, "the first request never took the slot")
             req = sched.slots[0]
-            queued = threading.Thread(target=lambda: http.post("/v1/completions", json={**body, "stream": False}))
+            queued = threading.Thread(target=_post_alone, args=(port, {**body, "stream": False}))
             queued.start()
             _wait(lambda: len(sched.waiting) == 1, "the second request never queued")
             busy = http.post("/v1/completions", json=body)

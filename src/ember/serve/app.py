@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import (
     HTMLResponse,
-    JSONResponse,
     PlainTextResponse,
-    Response,
     StreamingResponse,
 )
 from pydantic import BaseModel, Field
@@ -36,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ember.errors import ConfigError, EmberError
 from ember.serve.batcher import MicroBatcher
-from ember.serve.guard import Admission, AdmissionLimit, BodyLimit, key_matches, validation_errors
+from ember.serve.guard import Admission, AdmissionLimit, BodyLimit, KeyAndMetrics, validation_errors
 from ember.serve.request_inputs import PixelBudget, parse_item
 
 __all__ = ["create_app"]
@@ -153,8 +150,8 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     from fastapi.exceptions import RequestValidationError
 
     app.add_exception_handler(RequestValidationError, validation_errors)
-    # Added innermost first: the API-key/metrics guard below wraps the admission bound,
-    # which wraps the body limit, so a 429 is answered before any body is read.
+    # Added innermost first: the API-key/metrics guard (added below) wraps the admission
+    # bound, which wraps the body limit, so a 429 is answered before any body is read.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(AdmissionLimit, admission=admission)
 
@@ -167,23 +164,14 @@ def create_app(run_dir: str | Path, runtime: str = "torch", api_key: str | None 
     def budget() -> PixelBudget:
         return PixelBudget(max_image_pixels, max_request_pixels)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        start = time.perf_counter()
-        if api_key and path not in ("/health", "/") and not key_matches(request.headers, api_key):
-            response: Response = JSONResponse({"detail": "missing or wrong API key"}, status_code=401)
-            return _count(response, path, start)
-        response = await call_next(request)
-        return _count(response, path, start)
-
-    def _count(response: Response, path: str, start: float) -> Response:
+    def observe(path: str, status: int, seconds: float) -> None:
         known = path if path in {r.path for r in app.routes} else "other"  # bounded label values
         requests.labels(known).inc()
-        latency.labels(known).observe(time.perf_counter() - start)
-        if response.status_code >= 400:
-            errors.labels(known, str(response.status_code)).inc()
-        return response
+        latency.labels(known).observe(seconds)
+        if status >= 400:
+            errors.labels(known, str(status)).inc()
+
+    app.add_middleware(KeyAndMetrics, api_key=api_key, observe=observe)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground() -> str:

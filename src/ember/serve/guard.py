@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from starlette.exceptions import HTTPException
 
 from ember.errors import ConfigError
 
-__all__ = ["BodyLimit", "Admission", "AdmissionLimit", "resolve_api_key", "key_matches", "exposure_warning", "WORK_PATHS",
-           "validation_errors"]
+__all__ = ["BodyLimit", "Admission", "AdmissionLimit", "KeyAndMetrics", "resolve_api_key", "key_matches",
+           "exposure_warning", "WORK_PATHS", "validation_errors"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -163,6 +164,46 @@ class AdmissionLimit:
             await self.app(scope, receive, send)
         finally:
             adm.pending -= 1
+
+
+class KeyAndMetrics:
+    """ASGI middleware, outermost: 401 without the API key (`/health` and `/` stay open), and
+    `observe(path, status, seconds)` once each response has been sent in full.
+
+    A plain ASGI middleware rather than Starlette's `BaseHTTPMiddleware`: that one relays a
+    streamed response through a memory channel in a second task, and when the client hung
+    up mid-stream the endpoint's generator was not always told (the slot stayed busy).
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None, observe: Callable[[str, int, float], None]) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.observe = observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        start = time.perf_counter()
+        if self.api_key and path not in ("/health", "/"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+            if not key_matches(headers, self.api_key):
+                await _json_response(send, 401, "missing or wrong API key")
+                self.observe(path, 401, time.perf_counter() - start)
+                return
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self.observe(path, status, time.perf_counter() - start)
 
 
 def resolve_api_key(given: str | None, key_file: Path | None, environ: MutableMapping[str, str] | None = None

@@ -21,6 +21,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from ember.chat_format import (
     FALLBACK_ROLES,
@@ -187,7 +188,9 @@ def mount_openai(app: FastAPI, loaded: Any, tokenizer: Any, max_batch: int, max_
             finally:
                 req.cancel()  # the client closed the stream: the slot is freed at the next step
 
-        return StreamingResponse(events(), media_type="text/event-stream",
+        # The background task frees the slot too: a disconnect that cancels the response while
+        # it is sending (not waiting on the generator) leaves the generator's `finally` unrun.
+        return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(req.cancel),
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/completions", response_model=None)
