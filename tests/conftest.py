@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on a 2-core machine: one thread each (and in the processes
+    # the tests start), or four threads fight over two cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 # Small, fast CNN on a subset of digits; single-threaded so results are bit-reproducible.
 TINY_DIGITS = [
     "train.epochs=2",

@@ -186,3 +186,21 @@ def test_trains_on_digits_and_the_run_reloads(tmp_path: Path) -> None:
     assert "features.stem.conv.weight" in loaded.model.state_dict()
     with torch.no_grad():
         assert loaded.model.eval()(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_pooled_blocks_feed_the_head_mid_level_features(imagenet_model: MobileNetV2) -> None:
+    model = build(MobileNetV2Config(freeze=True, input_size=32, pooled_blocks=["block16", "block10"]),
+                  FASHION).eval()
+    assert model.taps == ("block10", "block16") and model.head.in_features == 64 + 160
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        h, pooled = model.inputs(x), []
+        for name, block in imagenet_model.features.named_children():  # the ImageNet weights, run by hand
+            h = block(h)
+            if name in ("block10", "block16"):
+                pooled.append(h.mean((2, 3)))
+        want = model.head(torch.cat(pooled, 1))
+        assert torch.allclose(model(x), want, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"model.pooled_blocks: unknown block 'block18'; valid: stem, block1 .. block17, last"):
+        build(MobileNetV2Config(pretrained=False, pooled_blocks=["block18"]), FASHION)
+    assert ember.load_config("digits-cnn", ["model.name=mobilenet_v2", "model.pooled_blocks=[block13]"])

@@ -10,6 +10,10 @@
     h = ReLU6(BN(Conv1x1(h)))                           # (B, 1280, S/32, S/32)
     logits = W · Dropout(mean over H, W of h) + b       # (B, num_outputs)
 
+With `pooled_blocks` the head reads mid-level features instead: the average-pooled outputs of
+the blocks named, concatenated (for images far from ImageNet's photographs, such as 28x28 grey
+garments, mid-level features transfer better than the last layer's; see docs/transfer.md).
+
 Width multiplier 1.0, ImageNet weights from the PyTorch (torchvision) release, converted once
 by `torchvision_key` into this module's names (see `ember.models.vision` for the loading).
 """
@@ -20,10 +24,13 @@ import re
 from collections import OrderedDict
 from typing import Literal
 
+import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ember.errors import ConfigError
 from ember.models.vision import (
     IMAGENET_CLASSES,
     BackboneSection,
@@ -54,6 +61,9 @@ class MobileNetV2Config(BackboneSection):
     """MobileNetV2 at width 1.0 (3.5M parameters with the ImageNet head)."""
 
     name: Literal["mobilenet_v2"] = "mobilenet_v2"
+    pooled_blocks: list[str] = Field(default_factory=list, description="the head reads these blocks' outputs, "
+                                     "average-pooled and concatenated (e.g. [block10, block13, block16]; later "
+                                     "blocks are not run); empty: the last layer's 1280 features, as the paper")
 
 
 class ConvBN(nn.Sequential):
@@ -94,20 +104,30 @@ class MobileNetV2(nn.Module):
     `features` is the backbone (stem, 17 bottlenecks, last 1x1 conv); `head` the classifier.
     """
 
-    def __init__(self, num_outputs: int = 1000, dropout: float = 0.2, inputs: ImageInput | None = None) -> None:
+    def __init__(self, num_outputs: int = 1000, dropout: float = 0.2, inputs: ImageInput | None = None,
+                 pooled_blocks: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.inputs = inputs if inputs is not None else ImageInput()
         blocks: OrderedDict[str, nn.Module] = OrderedDict(stem=ConvBN(3, STEM, 3, stride=2))
+        channels = {"stem": STEM}
         c_in = STEM
         for t, c, n, s in SETTINGS:
             for i in range(n):  # only the first block of a group strides
-                blocks[f"block{len(blocks)}"] = InvertedResidual(c_in, c, s if i == 0 else 1, t)
-                c_in = c
+                name = f"block{len(blocks)}"
+                blocks[name] = InvertedResidual(c_in, c, s if i == 0 else 1, t)
+                channels[name] = c_in = c
         blocks["last"] = ConvBN(c_in, LAST, 1)
+        channels["last"] = LAST
+        unknown = [b for b in pooled_blocks if b not in channels]
+        if unknown:
+            raise ConfigError(f"model.pooled_blocks: unknown block {unknown[0]!r}; valid: stem, block1 .. "
+                              f"block{len(blocks) - 2}, last")
         self.features = nn.Sequential(blocks)
+        # In network order, whatever order they were given in.
+        self.taps = tuple(b for b in channels if b in pooled_blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(LAST, num_outputs)
+        self.head = nn.Linear(sum(channels[b] for b in self.taps) if self.taps else LAST, num_outputs)
         self.frozen = False  # set by `freeze_backbone`: the features also stay in eval mode
         self._init_weights()
 
@@ -123,9 +143,18 @@ class MobileNetV2(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, num_outputs)
-        h = self.features(self.inputs(x))  # (B, 1280, S/32, S/32)
-        z = self.pool(h).flatten(1)  # (B, 1280)
-        return self.head(self.drop(z))
+        if not self.taps:
+            h = self.features(self.inputs(x))  # (B, 1280, S/32, S/32)
+            z = self.pool(h).flatten(1)  # (B, 1280)
+            return self.head(self.drop(z))
+        h, pooled = self.inputs(x), []
+        for name, block in self.features.named_children():
+            h = block(h)  # (B, C_block, H_block, W_block)
+            if name in self.taps:
+                pooled.append(self.pool(h).flatten(1))  # (B, C_block)
+                if len(pooled) == len(self.taps):
+                    break  # the blocks after the last tap do not feed the head
+        return self.head(self.drop(torch.cat(pooled, dim=1)))  # (B, sum of C_block)
 
     def train(self, mode: bool = True) -> MobileNetV2:
         super().train(mode)
@@ -178,7 +207,7 @@ def build_mobilenet_v2(cfg: MobileNetV2Config, info: DataInfo) -> MobileNetV2:
         ConfigError: not image data, `num_classes` disagreeing with the data, the weights package missing.
     """
     num_outputs = check_image_data(cfg, info)
-    model = MobileNetV2(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size))
+    model = MobileNetV2(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size), tuple(cfg.pooled_blocks))
     return prepare_backbone(model, cfg, WEIGHTS, torchvision_key)  # type: ignore[return-value]
 
 

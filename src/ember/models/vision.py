@@ -150,7 +150,8 @@ def prepare_backbone(model: nn.Module, cfg: BackboneSection, weights: str, key_m
         CheckpointError: the converted weights do not cover the model exactly.
     """
     if cfg.pretrained:
-        load_pretrained(model, weights, key_map, keep_head=model.head.out_features == IMAGENET_CLASSES)
+        imagenet_head = model.head.out_features == IMAGENET_CLASSES and not getattr(model, "taps", ())
+        load_pretrained(model, weights, key_map, keep_head=imagenet_head)
     if cfg.freeze:
         model.frozen = True  # its train() keeps the features (and their BatchNorm statistics) in eval mode
         model.features.requires_grad_(False)
