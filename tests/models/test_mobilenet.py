@@ -18,6 +18,7 @@ from ember.data.imagenet import IMAGENET_LABELS, IMAGENET_MEAN, IMAGENET_STD, im
 from ember.data.packaged import find_package_file
 from ember.errors import ConfigError
 from ember.models import build
+from ember.models.efficientnet import EfficientNetLite0Config
 from ember.models.mobilenet import SETTINGS, MobileNetV2, MobileNetV2Config, torchvision_key
 from ember.models.vision import ImageInput
 
@@ -204,3 +205,6 @@ def test_pooled_blocks_feed_the_head_mid_level_features(imagenet_model: MobileNe
     with pytest.raises(ConfigError, match=r"model.pooled_blocks: unknown block 'block18'; valid: stem, block1 .. block17, last"):
         build(MobileNetV2Config(pretrained=False, pooled_blocks=["block18"]), FASHION)
     assert ember.load_config("digits-cnn", ["model.name=mobilenet_v2", "model.pooled_blocks=[block13]"])
+    lite = build(EfficientNetLite0Config(pretrained=False, input_size=32, pooled_blocks=["block10", "block16"]), FASHION)
+    assert lite.taps == ("block10", "block16") and lite.head.in_features == 112 + 320
+    assert lite.eval()(x).shape == (3, 10)

@@ -33,7 +33,9 @@ from ember.models.vision import (
     IMAGENET_CLASSES,
     BackboneSection,
     ImageInput,
+    block_taps,
     check_image_data,
+    pooled_features,
     prepare_backbone,
 )
 
@@ -116,31 +118,34 @@ class EfficientNetLite0(nn.Module):
     """
 
     def __init__(self, num_outputs: int = IMAGENET_CLASSES, dropout: float = 0.2,
-                 inputs: ImageInput | None = None) -> None:
+                 inputs: ImageInput | None = None, pooled_blocks: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.inputs = inputs if inputs is not None else ImageInput(target=LITE_NORMALISATION)
         blocks: OrderedDict[str, nn.Module] = OrderedDict(stem=SameConvBN(3, STEM, 3, stride=2))
+        channels = {"stem": STEM}
         c_in = STEM
         for t, k, s, c, n in STAGES:
             for i in range(n):  # only the first block of a stage strides
-                blocks[f"block{len(blocks)}"] = MBConv(c_in, c, k, s if i == 0 else 1, t)
-                c_in = c
+                name = f"block{len(blocks)}"
+                blocks[name] = MBConv(c_in, c, k, s if i == 0 else 1, t)
+                channels[name] = c_in = c
         blocks["last"] = SameConvBN(c_in, LAST, 1)
+        channels["last"] = LAST
         self.features = nn.Sequential(blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.taps, width = block_taps(channels, pooled_blocks)  # ("last",) unless `pooled_blocks`
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(LAST, num_outputs)
+        self.head = nn.Linear(width, num_outputs)
         self.frozen = False  # set by the builder's `freeze`: the features also stay in eval mode
         for m in self.modules():  # as the reference: He init (fan out) for convs
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
-        bound = 1 / math.sqrt(LAST)
+        bound = 1 / math.sqrt(width)
         nn.init.uniform_(self.head.weight, -bound, bound)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, num_outputs)
-        h = self.features(self.inputs(x))  # (B, 1280, S/32, S/32)
-        return self.head(self.drop(self.pool(h).flatten(1)))
+        z = pooled_features(self.features, self.inputs(x), self.taps)  # (B, 1280), or the taps' channels
+        return self.head(self.drop(z))
 
     def train(self, mode: bool = True) -> EfficientNetLite0:
         super().train(mode)
@@ -184,7 +189,8 @@ def build_efficientnet_lite0(cfg: EfficientNetLite0Config, info: DataInfo) -> Ef
         ConfigError: not image data, `num_classes` disagreeing with the data, the weights package missing.
     """
     num_outputs = check_image_data(cfg, info)
-    model = EfficientNetLite0(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size, LITE_NORMALISATION))
+    model = EfficientNetLite0(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size, LITE_NORMALISATION),
+                              tuple(cfg.pooled_blocks))
     return prepare_backbone(model, cfg, WEIGHTS, packaged_key)  # type: ignore[return-value]
 
 

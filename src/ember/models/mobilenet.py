@@ -24,18 +24,17 @@ import re
 from collections import OrderedDict
 from typing import Literal
 
-import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from ember.data.bundle import DataInfo
 from ember.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ember.errors import ConfigError
 from ember.models.vision import (
     IMAGENET_CLASSES,
     BackboneSection,
     ImageInput,
+    block_taps,
     check_image_data,
+    pooled_features,
     prepare_backbone,
 )
 
@@ -61,9 +60,6 @@ class MobileNetV2Config(BackboneSection):
     """MobileNetV2 at width 1.0 (3.5M parameters with the ImageNet head)."""
 
     name: Literal["mobilenet_v2"] = "mobilenet_v2"
-    pooled_blocks: list[str] = Field(default_factory=list, description="the head reads these blocks' outputs, "
-                                     "average-pooled and concatenated (e.g. [block10, block13, block16]; later "
-                                     "blocks are not run); empty: the last layer's 1280 features, as the paper")
 
 
 class ConvBN(nn.Sequential):
@@ -118,16 +114,10 @@ class MobileNetV2(nn.Module):
                 channels[name] = c_in = c
         blocks["last"] = ConvBN(c_in, LAST, 1)
         channels["last"] = LAST
-        unknown = [b for b in pooled_blocks if b not in channels]
-        if unknown:
-            raise ConfigError(f"model.pooled_blocks: unknown block {unknown[0]!r}; valid: stem, block1 .. "
-                              f"block{len(blocks) - 2}, last")
         self.features = nn.Sequential(blocks)
-        # In network order, whatever order they were given in.
-        self.taps = tuple(b for b in channels if b in pooled_blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.taps, width = block_taps(channels, pooled_blocks)  # ("last",) unless `pooled_blocks`
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(sum(channels[b] for b in self.taps) if self.taps else LAST, num_outputs)
+        self.head = nn.Linear(width, num_outputs)
         self.frozen = False  # set by `freeze_backbone`: the features also stay in eval mode
         self._init_weights()
 
@@ -143,18 +133,8 @@ class MobileNetV2(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, num_outputs)
-        if not self.taps:
-            h = self.features(self.inputs(x))  # (B, 1280, S/32, S/32)
-            z = self.pool(h).flatten(1)  # (B, 1280)
-            return self.head(self.drop(z))
-        h, pooled = self.inputs(x), []
-        for name, block in self.features.named_children():
-            h = block(h)  # (B, C_block, H_block, W_block)
-            if name in self.taps:
-                pooled.append(self.pool(h).flatten(1))  # (B, C_block)
-                if len(pooled) == len(self.taps):
-                    break  # the blocks after the last tap do not feed the head
-        return self.head(self.drop(torch.cat(pooled, dim=1)))  # (B, sum of C_block)
+        z = pooled_features(self.features, self.inputs(x), self.taps)  # (B, 1280), or the taps' channels
+        return self.head(self.drop(z))
 
     def train(self, mode: bool = True) -> MobileNetV2:
         super().train(mode)

@@ -15,7 +15,7 @@ adapter is one resize and one multiply-add.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,8 @@ from ember.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ember.errors import CheckpointError, ConfigError
 from ember.models.common import MAX_WIDTH, ModelSection
 
-__all__ = ["BackboneSection", "ImageInput", "check_image_data", "load_pretrained", "prepare_backbone",
+__all__ = ["BackboneSection", "ImageInput", "check_image_data", "load_pretrained", "prepare_backbone", "block_taps",
+           "pooled_features",
            "IMAGENET_CLASSES", "IMAGENET"]
 
 IMAGENET_CLASSES = 1000
@@ -45,6 +46,43 @@ class BackboneSection(ModelSection):
     input_size: int = Field(224, ge=32, le=1024, description="images are resized to input_size x input_size "
                             "(224 for ImageNet; smaller is faster for 28x28 images)")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the head")
+    pooled_blocks: list[str] = Field(default_factory=list, description="the head reads these blocks' outputs, "
+                                     "average-pooled and concatenated (e.g. [block10, block13, block16]; later "
+                                     "blocks are not run); empty: the last layer's 1280 features")
+
+
+def block_taps(channels: dict[str, int], wanted: Sequence[str]) -> tuple[tuple[str, ...], int]:
+    """The blocks the head reads, in network order, and its number of input features.
+
+    `channels`: each block of `features` in order, with its output channels. Empty `wanted`:
+    the last block alone (the paper's head).
+
+    Raises:
+        ConfigError: a name that is not a block.
+    """
+    names = list(channels)
+    unknown = [b for b in wanted if b not in channels]
+    if unknown:
+        raise ConfigError(f"model.pooled_blocks: unknown block {unknown[0]!r}; valid: {names[0]}, {names[1]} .. "
+                          f"{names[-2]}, {names[-1]}")
+    taps = tuple(b for b in names if b in wanted) or (names[-1],)  # network order, whatever the given one
+    return taps, sum(channels[b] for b in taps)
+
+
+def pooled_features(features: nn.Sequential, x: Tensor, taps: tuple[str, ...]) -> Tensor:
+    """(B, 3, S, S) -> (B, sum of the taps' channels): each tapped block's output averaged over H, W.
+
+    Mid-level blocks transfer better than the last one to images far from ImageNet's photographs
+    (28x28 grey garments; docs/transfer.md). The blocks after the last tap are not run.
+    """
+    h, pooled = x, []
+    for name, block in features.named_children():
+        h = block(h)  # (B, C_block, H_block, W_block)
+        if name in taps:
+            pooled.append(F.adaptive_avg_pool2d(h, 1).flatten(1))  # (B, C_block)
+            if len(pooled) == len(taps):
+                break
+    return pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
 
 
 class ImageInput(nn.Module):
@@ -150,7 +188,7 @@ def prepare_backbone(model: nn.Module, cfg: BackboneSection, weights: str, key_m
         CheckpointError: the converted weights do not cover the model exactly.
     """
     if cfg.pretrained:
-        imagenet_head = model.head.out_features == IMAGENET_CLASSES and not getattr(model, "taps", ())
+        imagenet_head = model.head.out_features == IMAGENET_CLASSES and model.taps == ("last",)
         load_pretrained(model, weights, key_map, keep_head=imagenet_head)
     if cfg.freeze:
         model.frozen = True  # its train() keeps the features (and their BatchNorm statistics) in eval mode
