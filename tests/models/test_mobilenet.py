@@ -208,3 +208,23 @@ def test_pooled_blocks_feed_the_head_mid_level_features(imagenet_model: MobileNe
     lite = build(EfficientNetLite0Config(pretrained=False, input_size=32, pooled_blocks=["block10", "block16"]), FASHION)
     assert lite.taps == ("block10", "block16") and lite.head.in_features == 112 + 320
     assert lite.eval()(x).shape == (3, 10)
+
+
+def test_pool_grid_keeps_where_each_feature_fired(imagenet_model: MobileNetV2) -> None:
+    model = build(MobileNetV2Config(freeze=True, input_size=64, pooled_blocks=["block10", "block16"], pool_grid=2),
+                  FASHION).eval()
+    assert model.head.in_features == 4 * (64 + 160)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        h, pooled = model.inputs(x), []
+        for name, block in imagenet_model.features.named_children():
+            h = block(h)  # block10: (2, 64, 4, 4); block16: (2, 160, 2, 2)
+            if name in ("block10", "block16"):
+                b, c, rows, cols = h.shape  # the mean of each quarter, by hand
+                quarters = h.reshape(b, c, 2, rows // 2, 2, cols // 2).mean((3, 5))  # (B, C, 2, 2)
+                pooled.append(quarters.flatten(1))
+        assert torch.allclose(model(x), model.head(torch.cat(pooled, 1)), atol=1e-5)
+    odd = build(MobileNetV2Config(pretrained=False, input_size=96, pooled_blocks=["block16"], pool_grid=2), FASHION)
+    assert odd.eval()(x).shape == (2, 10)  # block16 is 3x3 at 96: overlapping cells, as adaptive pooling makes them
+    with pytest.raises(ConfigError, match="pool_grid"):
+        ember.load_config("fashion-mobilenet-transfer", ["model.pool_grid=0"])

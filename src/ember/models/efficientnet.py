@@ -118,7 +118,7 @@ class EfficientNetLite0(nn.Module):
     """
 
     def __init__(self, num_outputs: int = IMAGENET_CLASSES, dropout: float = 0.2,
-                 inputs: ImageInput | None = None, pooled_blocks: tuple[str, ...] = ()) -> None:
+                 inputs: ImageInput | None = None, pooled_blocks: tuple[str, ...] = (), pool_grid: int = 1) -> None:
         super().__init__()
         self.inputs = inputs if inputs is not None else ImageInput(target=LITE_NORMALISATION)
         blocks: OrderedDict[str, nn.Module] = OrderedDict(stem=SameConvBN(3, STEM, 3, stride=2))
@@ -132,7 +132,8 @@ class EfficientNetLite0(nn.Module):
         blocks["last"] = SameConvBN(c_in, LAST, 1)
         channels["last"] = LAST
         self.features = nn.Sequential(blocks)
-        self.taps, width = block_taps(channels, pooled_blocks)  # ("last",) unless `pooled_blocks`
+        self.taps, width = block_taps(channels, pooled_blocks, pool_grid)  # ("last",) unless `pooled_blocks`
+        self.pool_grid = pool_grid
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_outputs)
         self.frozen = False  # set by the builder's `freeze`: the features also stay in eval mode
@@ -144,7 +145,7 @@ class EfficientNetLite0(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, num_outputs)
-        z = pooled_features(self.features, self.inputs(x), self.taps)  # (B, 1280), or the taps' channels
+        z = pooled_features(self.features, self.inputs(x), self.taps, self.pool_grid)  # (B, 1280), or the taps' features
         return self.head(self.drop(z))
 
     def train(self, mode: bool = True) -> EfficientNetLite0:
@@ -190,7 +191,7 @@ def build_efficientnet_lite0(cfg: EfficientNetLite0Config, info: DataInfo) -> Ef
     """
     num_outputs = check_image_data(cfg, info)
     model = EfficientNetLite0(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size, LITE_NORMALISATION),
-                              tuple(cfg.pooled_blocks))
+                              tuple(cfg.pooled_blocks), cfg.pool_grid)
     return prepare_backbone(model, cfg, WEIGHTS, packaged_key)  # type: ignore[return-value]
 
 

@@ -13,6 +13,8 @@
 With `pooled_blocks` the head reads mid-level features instead: the average-pooled outputs of
 the blocks named, concatenated (for images far from ImageNet's photographs, such as 28x28 grey
 garments, mid-level features transfer better than the last layer's; see docs/transfer.md).
+`pool_grid: 2` averages each over the four quarters of the image instead of the whole, so the
+head also sees where a feature fired (a sleeve beside the body, a heel at the back).
 
 Width multiplier 1.0, ImageNet weights from the PyTorch (torchvision) release, converted once
 by `torchvision_key` into this module's names (see `ember.models.vision` for the loading).
@@ -101,7 +103,7 @@ class MobileNetV2(nn.Module):
     """
 
     def __init__(self, num_outputs: int = 1000, dropout: float = 0.2, inputs: ImageInput | None = None,
-                 pooled_blocks: tuple[str, ...] = ()) -> None:
+                 pooled_blocks: tuple[str, ...] = (), pool_grid: int = 1) -> None:
         super().__init__()
         self.inputs = inputs if inputs is not None else ImageInput()
         blocks: OrderedDict[str, nn.Module] = OrderedDict(stem=ConvBN(3, STEM, 3, stride=2))
@@ -115,7 +117,8 @@ class MobileNetV2(nn.Module):
         blocks["last"] = ConvBN(c_in, LAST, 1)
         channels["last"] = LAST
         self.features = nn.Sequential(blocks)
-        self.taps, width = block_taps(channels, pooled_blocks)  # ("last",) unless `pooled_blocks`
+        self.taps, width = block_taps(channels, pooled_blocks, pool_grid)  # ("last",) unless `pooled_blocks`
+        self.pool_grid = pool_grid
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_outputs)
         self.frozen = False  # set by `freeze_backbone`: the features also stay in eval mode
@@ -133,7 +136,7 @@ class MobileNetV2(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, num_outputs)
-        z = pooled_features(self.features, self.inputs(x), self.taps)  # (B, 1280), or the taps' channels
+        z = pooled_features(self.features, self.inputs(x), self.taps, self.pool_grid)  # (B, 1280), or the taps' features
         return self.head(self.drop(z))
 
     def train(self, mode: bool = True) -> MobileNetV2:
@@ -187,7 +190,8 @@ def build_mobilenet_v2(cfg: MobileNetV2Config, info: DataInfo) -> MobileNetV2:
         ConfigError: not image data, `num_classes` disagreeing with the data, the weights package missing.
     """
     num_outputs = check_image_data(cfg, info)
-    model = MobileNetV2(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size), tuple(cfg.pooled_blocks))
+    model = MobileNetV2(num_outputs, cfg.dropout, ImageInput.for_data(info, cfg.input_size), tuple(cfg.pooled_blocks),
+                        cfg.pool_grid)
     return prepare_backbone(model, cfg, WEIGHTS, torchvision_key)  # type: ignore[return-value]
 
 

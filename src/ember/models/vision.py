@@ -49,13 +49,16 @@ class BackboneSection(ModelSection):
     pooled_blocks: list[str] = Field(default_factory=list, description="the head reads these blocks' outputs, "
                                      "average-pooled and concatenated (e.g. [block10, block13, block16]; later "
                                      "blocks are not run); empty: the last layer's 1280 features")
+    pool_grid: int = Field(1, ge=1, le=4, description="each block the head reads is average-pooled to a "
+                           "pool_grid x pool_grid grid: 1 averages over the whole image; 2 keeps which quarter "
+                           "a feature fired in (4x the head's inputs)")
 
 
-def block_taps(channels: dict[str, int], wanted: Sequence[str]) -> tuple[tuple[str, ...], int]:
+def block_taps(channels: dict[str, int], wanted: Sequence[str], grid: int = 1) -> tuple[tuple[str, ...], int]:
     """The blocks the head reads, in network order, and its number of input features.
 
     `channels`: each block of `features` in order, with its output channels. Empty `wanted`:
-    the last block alone (the paper's head).
+    the last block alone (the paper's head). `grid`: each block pooled to grid x grid cells.
 
     Raises:
         ConfigError: a name that is not a block.
@@ -66,20 +69,22 @@ def block_taps(channels: dict[str, int], wanted: Sequence[str]) -> tuple[tuple[s
         raise ConfigError(f"model.pooled_blocks: unknown block {unknown[0]!r}; valid: {names[0]}, {names[1]} .. "
                           f"{names[-2]}, {names[-1]}")
     taps = tuple(b for b in names if b in wanted) or (names[-1],)  # network order, whatever the given one
-    return taps, sum(channels[b] for b in taps)
+    return taps, sum(channels[b] for b in taps) * grid * grid
 
 
-def pooled_features(features: nn.Sequential, x: Tensor, taps: tuple[str, ...]) -> Tensor:
-    """(B, 3, S, S) -> (B, sum of the taps' channels): each tapped block's output averaged over H, W.
+def pooled_features(features: nn.Sequential, x: Tensor, taps: tuple[str, ...], grid: int = 1) -> Tensor:
+    """(B, 3, S, S) -> (B, grid² · sum of the taps' channels): each tapped block's output averaged
+    over H, W (grid 1), or over each cell of a grid x grid partition of the image.
 
     Mid-level blocks transfer better than the last one to images far from ImageNet's photographs
-    (28x28 grey garments; docs/transfer.md). The blocks after the last tap are not run.
+    (28x28 grey garments), and a 2x2 grid keeps where a feature fired, which global averaging
+    throws away (docs/transfer.md). The blocks after the last tap are not run.
     """
     h, pooled = x, []
     for name, block in features.named_children():
         h = block(h)  # (B, C_block, H_block, W_block)
         if name in taps:
-            pooled.append(F.adaptive_avg_pool2d(h, 1).flatten(1))  # (B, C_block)
+            pooled.append(F.adaptive_avg_pool2d(h, grid).flatten(1))  # (B, C_block · grid²), channel-major
             if len(pooled) == len(taps):
                 break
     return pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
@@ -188,7 +193,8 @@ def prepare_backbone(model: nn.Module, cfg: BackboneSection, weights: str, key_m
         CheckpointError: the converted weights do not cover the model exactly.
     """
     if cfg.pretrained:
-        imagenet_head = model.head.out_features == IMAGENET_CLASSES and model.taps == ("last",)
+        imagenet_head = model.head.out_features == IMAGENET_CLASSES and model.taps == ("last",) \
+            and model.pool_grid == 1
         load_pretrained(model, weights, key_map, keep_head=imagenet_head)
     if cfg.freeze:
         model.frozen = True  # its train() keeps the features (and their BatchNorm statistics) in eval mode
