@@ -41,12 +41,12 @@ def main() -> None:
     args = parser.parse_args()
     out: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}  # the whole run: training, validation and the 10,000 test images
+    size = HUNDRED_PER_CLASS if args.per_class == 100 else []
     with tempfile.TemporaryDirectory() as tmp:
         quiet = [f"log.runs_dir={tmp}", "log.report=false"]
         for name in args.variants.split(","):
             out[name], seconds[name] = [], []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                size = HUNDRED_PER_CLASS if args.per_class == 100 else []
                 overrides = [*quiet, f"train.seed={seed}", *size, *VARIANTS[name], *args.target.split()]
                 start = time.perf_counter()
                 run = ember.train("fashion-mobilenet-transfer", overrides, verbose=False)
