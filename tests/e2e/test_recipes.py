@@ -26,6 +26,7 @@ TINY: dict[str, list[str]] = {
     "fashion-cnn": ["model.channels=[4]", "model.hidden=[8]", "data.batch_size=16"],
     "fashion-cnn-dp": ["model.channels=[4]", "model.hidden=[8]", "data.batch_size=16", "train.grad_accum=1"],
     "fashion-mobilenet-transfer": ["model.input_size=32", "data.batch_size=8"],
+    "fashion-mobilenet-finetune": ["model.input_size=32", "data.batch_size=8"],
     "stdlib-char-gpt": ["data.max_chars=120000", "data.block_size=32", "model.n_layer=1", "model.n_embd=32"],
     "stdlib-bpe-gpt": ["data.max_chars=120000", "data.block_size=32", "data.bpe_vocab_size=300",
                        "model.n_layer=1", "model.n_embd=32"],
