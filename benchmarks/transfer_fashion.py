@@ -1,8 +1,8 @@
 """Few-shot Fashion-MNIST with a pretrained MobileNetV2: the recipes, fine-tuning, from scratch.
 
-Runs `fashion-mobilenet-transfer` (or `-finetune` for `full`) per seed in each variant (the seed also draws which images per
-class). Prints JSON: test accuracy per seed and the means. Long on a CPU (each run scores the
-10,000 test images); run from the repository root:
+Runs `fashion-mobilenet-transfer` (`fashion-mobilenet-finetune` for `full`) per seed in each
+variant (the seed also draws which images per class). Prints JSON: test accuracy per seed and the
+means. Long on a CPU (each run scores the 10,000 test images); run from the repository root:
     python benchmarks/transfer_fashion.py [--seeds 5] [--variants recipe,finetune,scratch]
     python benchmarks/transfer_fashion.py --per-class 100 [--variants full,recipe,finetune,scratch]
     python benchmarks/transfer_fashion.py --target "train.max_steps=2 model.input_size=32"   # a smoke run
