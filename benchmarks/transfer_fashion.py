@@ -18,23 +18,24 @@ import time
 
 import ember
 
-# Overrides of fashion-mobilenet-transfer (a linear head on three mid-level blocks, backbone frozen)
-# or of the recipe in RECIPES.
-VARIANTS: dict[str, list[str]] = {
-    "recipe": [],
+TRANSFER, FINETUNE = "fashion-mobilenet-transfer", "fashion-mobilenet-finetune"
+# Per variant: the recipe and its overrides. fashion-mobilenet-transfer is a linear head on three
+# mid-level blocks, the backbone frozen; fashion-mobilenet-finetune trains everything from the first
+# step, the backbone at a third of the head's LR.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "recipe": (TRANSFER, []),
     # the head alone for 8 epochs, then everything, the backbone at a tenth of the head's LR
-    "finetune": ["model.freeze=false", "train.freeze=[features.*]", "train.unfreeze_at_epoch=8", "optim.lr=0.003",
-                 "optim.weight_decay=0.0001", "optim.groups=[{params: features.*, lr: 0.0003}]"],
-    # the recipe fashion-mobilenet-finetune: everything trained from the first step, the backbone at
-    # a third of the head's LR (its per-class count and batch are set by --per-class below)
-    "full": [],
+    "finetune": (TRANSFER, ["model.freeze=false", "train.freeze=[features.*]", "train.unfreeze_at_epoch=8",
+                            "optim.lr=0.003", "optim.weight_decay=0.0001",
+                            "optim.groups=[{params: features.*, lr: 0.0003}]"]),
+    "full": (FINETUNE, []),  # its per-class count and batch are set by --per-class below
     # the same network from a random initialisation, every weight trained (at the LR it was measured at)
-    "scratch": ["model.pretrained=false", "model.freeze=false", "optim.lr=0.003", "optim.weight_decay=0.0001"],
+    "scratch": (TRANSFER, ["model.pretrained=false", "model.freeze=false", "optim.lr=0.003",
+                           "optim.weight_decay=0.0001"]),
 }
-RECIPES = {"full": "fashion-mobilenet-finetune"}  # the others: fashion-mobilenet-transfer
 # 100 images per class: 10x the steps per run, so the probe's strong weight decay is dropped.
 HUNDRED_PER_CLASS = ["data.per_class=100", "data.batch_size=50", "optim.lr=0.003", "optim.weight_decay=0.0001"]
-TEN_PER_CLASS = ["data.per_class=10", "data.batch_size=20"]  # the probe's own; fashion-mobilenet-finetune has 100
+TEN_PER_CLASS = ["data.per_class=10", "data.batch_size=20"]  # the probe's own; FINETUNE's are 100 and 50
 
 
 def main() -> None:
@@ -53,9 +54,10 @@ def main() -> None:
         for name in args.variants.split(","):
             out[name], seconds[name] = [], []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                overrides = [*quiet, f"train.seed={seed}", *size, *VARIANTS[name], *args.target.split()]
+                recipe, variant = VARIANTS[name]
+                overrides = [*quiet, f"train.seed={seed}", *size, *variant, *args.target.split()]
                 start = time.perf_counter()
-                run = ember.train(RECIPES.get(name, "fashion-mobilenet-transfer"), overrides, verbose=False)
+                run = ember.train(recipe, overrides, verbose=False)
                 seconds[name].append(round(time.perf_counter() - start, 1))
                 out[name].append(round(json.loads(run.summary.read_text())["test"]["accuracy"], 4))
     means = {name: round(statistics.mean(accs), 4) for name, accs in out.items()}
